@@ -1,0 +1,88 @@
+"""Remote control, client side: broadcasting commands to workers over kombu's pidbox.
+
+The mailbox is declared with Celery's names and settings
+(``<control_exchange>.pidbox`` fanout, ``reply.<control_exchange>.pidbox``
+direct), so the same commands reach Celery workers and Tidings workers.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from kombu.pidbox import Mailbox
+
+if TYPE_CHECKING:
+    from .app import App
+
+
+class Control:
+    """``app.control``."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        conf = app.conf
+        self.mailbox = Mailbox(
+            conf.control_exchange,
+            type="fanout",
+            accept=conf.accept_content,
+            serializer=conf.task_serializer,
+            clock=app.clock,
+            queue_ttl=conf.control_queue_ttl,
+            reply_queue_ttl=conf.control_queue_ttl,
+            queue_expires=conf.control_queue_expires,
+            reply_queue_expires=conf.control_queue_expires,
+            queue_exclusive=conf.control_queue_exclusive,
+            queue_durable=conf.control_queue_durable,
+        )
+
+    def broadcast(
+        self,
+        command: str,
+        arguments: dict[str, Any] | None = None,
+        destination: list[str] | None = None,
+        connection: Any = None,
+        reply: bool = False,
+        timeout: float = 1.0,
+        limit: int | None = None,
+        callback: Any = None,
+        channel: Any = None,
+        pattern: str | None = None,
+        matcher: str | None = None,
+    ) -> list[dict[str, Any]] | None:
+        """Send ``command`` to every worker (or ``destination``); collect replies if asked."""
+        if destination is not None and not isinstance(destination, list | tuple):
+            raise ValueError("destination must be a list of node names")
+        if limit is None and destination:
+            limit = len(destination)
+        own = connection is None
+        conn = connection or self.app.connection_for_write()
+        try:
+            return self.mailbox(conn)._broadcast(
+                command, arguments, destination, reply, timeout, limit, callback,
+                channel=channel, pattern=pattern, matcher=matcher,
+            )
+        finally:
+            if own:
+                conn.close()
+
+    def heartbeat(self, **kwargs: Any) -> Any:
+        """Ask workers to send a ``worker-heartbeat`` now (used to wake monitors up)."""
+        return self.broadcast("heartbeat", **kwargs)
+
+    def ping(self, destination: list[str] | None = None, timeout: float = 1.0,
+             **kwargs: Any) -> Any:
+        return self.broadcast("ping", reply=True, destination=destination, timeout=timeout,
+                              **kwargs)
+
+    def enable_events(self, destination: list[str] | None = None, **kwargs: Any) -> Any:
+        return self.broadcast("enable_events", destination=destination, **kwargs)
+
+    def disable_events(self, destination: list[str] | None = None, **kwargs: Any) -> Any:
+        return self.broadcast("disable_events", destination=destination, **kwargs)
+
+    def revoke(self, task_id: str | list[str], destination: list[str] | None = None,
+               terminate: bool = False, signal: str = "SIGTERM", **kwargs: Any) -> Any:
+        return self.broadcast(
+            "revoke", destination=destination,
+            arguments={"task_id": task_id, "terminate": terminate, "signal": signal}, **kwargs,
+        )

@@ -1,0 +1,305 @@
+"""EventDispatcher: publishes events, with Celery 5.7's API and wire format.
+
+Differences from Celery, each a fix of a way Celery loses or corrupts events:
+
+* the outbound buffer (events kept while the broker is unreachable) is
+  bounded by ``outbound_limit``; when full the *oldest* event is dropped and
+  counted in ``stats['dropped_overflow']``;
+* an event that cannot be serialised is a poison pill: it is dropped with an
+  error log and counted in ``stats['dropped_poison']`` instead of being
+  re-buffered and retried forever;
+* :meth:`extend_buffer` carries the group buffers (pending ``task.multi``
+  batches) as well as the outbound buffer, so a reconnect loses nothing;
+* every mutable part (enabled flag, groups, buffers) is guarded by one
+  re-entrant lock, so remote control can toggle groups from another thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from kombu import Connection, Producer
+from kombu.exceptions import EncodeError
+
+from ..app import App, anon_nodename, default_app
+from ..protocol.events import (
+    BUFFER_LIMIT,
+    DELIVERY_MODE,
+    build_event,
+    group_from,
+    multi_routing_key,
+    routing_key_for,
+)
+from ..protocol.events import utcoffset as _utcoffset
+from ..transport import get_exchange
+
+logger = logging.getLogger("tidings.events.dispatcher")
+
+#: Transports on which events cannot be sent (Celery disables them on SQL).
+DISABLED_TRANSPORTS = frozenset({"sql"})
+
+
+def Event(type: str, _fields: dict | None = None, __dict__: type = dict,
+          __now__: Callable[[], float] = time.time, **fields: Any) -> dict:
+    """A bare event dict (Celery's ``Event`` factory): ``type`` and ``timestamp`` added."""
+    event = __dict__(_fields, **fields) if _fields else fields
+    if "timestamp" not in event:
+        event.update(timestamp=__now__(), type=type)
+    else:
+        event["type"] = type
+    return event
+
+
+class EventDispatcher:
+    """Send events to the event exchange.
+
+    ``EventDispatcher(connection=None, hostname=None, enabled=True,
+    channel=None, buffer_while_offline=True, app=None, serializer=None,
+    groups=None, delivery_mode=1, buffer_group=None, buffer_limit=24,
+    on_send_buffered=None)``: Celery's parameters and meanings.  ``groups``
+    limits sending to those event groups (empty = all); events of a group in
+    ``buffer_group`` are collected and published as one ``<group>.multi``
+    message when ``buffer_limit`` is reached or :meth:`flush` is called.
+    """
+
+    DISABLED_TRANSPORTS = DISABLED_TRANSPORTS
+
+    def __init__(
+        self,
+        connection: Connection | None = None,
+        hostname: str | None = None,
+        enabled: bool = True,
+        channel: Any = None,
+        buffer_while_offline: bool = True,
+        app: App | None = None,
+        serializer: str | None = None,
+        groups: Iterable[str] | None = None,
+        delivery_mode: int = DELIVERY_MODE,
+        buffer_group: Iterable[str] | None = None,
+        buffer_limit: int = BUFFER_LIMIT,
+        on_send_buffered: Callable[[], Any] | None = None,
+        outbound_limit: int | None = None,
+    ) -> None:
+        self.app = app or default_app()
+        conf = self.app.conf
+        self.connection = connection
+        self.channel = channel
+        if channel is not None and connection is None:
+            self.connection = channel.connection.client
+        self.hostname = hostname or anon_nodename()
+        self.buffer_while_offline = buffer_while_offline
+        self.buffer_group = frozenset(buffer_group or ())
+        self.buffer_limit = buffer_limit
+        self.on_send_buffered = on_send_buffered
+        self.serializer = serializer or conf.event_serializer
+        self.groups = set(groups or ())
+        self.delivery_mode = delivery_mode
+        self.clock = self.app.clock
+        self.mutex = threading.RLock()
+        self.producer: Producer | None = None
+        self._closed = False
+        self._group_buffer: dict[str, list[dict]] = {g: [] for g in self.buffer_group}
+        self.outbound_limit = outbound_limit or conf.event_outbound_buffer_limit
+        self._outbound_buffer: deque[tuple[Any, str]] = deque()
+        self.on_enabled: set[Callable[[], Any]] = set()
+        self.on_disabled: set[Callable[[], Any]] = set()
+        #: Counters: sent, buffered, dropped_overflow, dropped_poison, dropped_closed.
+        self.stats: Counter[str] = Counter()
+        self.headers = {"hostname": self.hostname}
+        self.pid = os.getpid()
+        exchange_conn = self.connection or self.app.connection_for_write()
+        self.exchange = get_exchange(exchange_conn, conf.event_exchange)
+        if exchange_conn.transport.driver_type in self.DISABLED_TRANSPORTS:
+            enabled = False
+        self.enabled = enabled
+        if enabled:
+            self.enable()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def __enter__(self) -> EventDispatcher:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def enable(self) -> None:
+        with self.mutex:
+            self.producer = Producer(
+                self.channel or self.connection,
+                exchange=self.exchange,
+                serializer=self.serializer,
+                auto_declare=False,
+            )
+            self._closed = False
+            self.enabled = True
+        for callback in list(self.on_enabled):
+            callback()
+
+    def disable(self) -> None:
+        if self.enabled:
+            self.enabled = False
+            self.close()
+            for callback in list(self.on_disabled):
+                callback()
+
+    def close(self) -> None:
+        """Stop publishing; buffered events stay for a later :meth:`enable`."""
+        with self.mutex:
+            self._closed = True
+            self.producer = None
+
+    @property
+    def publisher(self) -> Producer | None:
+        return self.producer
+
+    @publisher.setter
+    def publisher(self, producer: Producer | None) -> None:
+        self.producer = producer
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def _build(self, type: str, fields: dict, blind: bool, utcoffset: Callable[[], float]
+               ) -> dict:
+        return build_event(
+            type, fields,
+            hostname=self.hostname,
+            utcoffset=utcoffset(),
+            pid=self.pid,
+            clock=None if blind else self.clock.forward(),
+        )
+
+    def publish(self, type: str, fields: dict, producer: Producer, blind: bool = False,
+                Event: Callable[..., dict] = Event, **kwargs: Any) -> Any:
+        """Publish one event with the caller's producer (used for ``task-sent``).
+
+        Ignores ``enabled``, ``groups`` and buffering, as in Celery, so the
+        event can share the channel (and transaction) of the task message.
+        """
+        event = self._build(type, fields, blind, _utcoffset)
+        with self.mutex:
+            return self._publish(event, producer, routing_key_for(type), **kwargs)
+
+    def send(self, type: str, blind: bool = False, utcoffset: Callable[[], float] = _utcoffset,
+             retry: bool = False, retry_policy: dict | None = None,
+             Event: Callable[..., dict] = Event, **fields: Any) -> Any:
+        """Send event ``type`` with ``fields``; ``None`` when disabled or filtered out."""
+        if not self.enabled:
+            return None
+        group = group_from(type)
+        groups = self.groups
+        if groups and group not in groups:
+            return None
+        if group in self.buffer_group:
+            event = self._build(type, fields, False, utcoffset)
+            with self.mutex:
+                buf = self._group_buffer.setdefault(group, [])
+                buf.append(event)
+                full = len(buf) >= self.buffer_limit
+                if full:
+                    self.flush()
+            if not full and self.on_send_buffered:
+                self.on_send_buffered()
+            return None
+        event = self._build(type, fields, blind, _utcoffset)
+        with self.mutex:
+            if self._closed:
+                self.stats["dropped_closed"] += 1
+                return None
+            return self._publish(event, self.producer, routing_key_for(type), retry,
+                                 retry_policy)
+
+    def _publish(self, event: Any, producer: Producer | None, routing_key: str,
+                 retry: bool = False, retry_policy: dict | None = None, **kwargs: Any) -> Any:
+        if producer is None:
+            self.stats["dropped_closed"] += 1
+            return None
+        try:
+            result = producer.publish(
+                event,
+                routing_key=routing_key,
+                exchange=self.exchange.name,
+                retry=retry,
+                retry_policy=retry_policy,
+                declare=[self.exchange],
+                serializer=self.serializer,
+                headers=self.headers,
+                delivery_mode=self.delivery_mode,
+                **kwargs,
+            )
+        except EncodeError as exc:
+            self._drop_poison(event, routing_key, exc)
+            return None
+        except Exception:
+            if not self.buffer_while_offline:
+                raise
+            self._buffer_outbound(event, routing_key)
+            return None
+        self.stats["sent"] += len(event) if isinstance(event, list) else 1
+        return result
+
+    def _drop_poison(self, event: Any, routing_key: str, exc: Exception) -> None:
+        count = len(event) if isinstance(event, list) else 1
+        self.stats["dropped_poison"] += count
+        logger.error("Dropped %d event(s) for %s that cannot be serialised: %s",
+                     count, routing_key, exc)
+
+    def _buffer_outbound(self, event: Any, routing_key: str) -> None:
+        buf = self._outbound_buffer
+        if len(buf) >= self.outbound_limit:
+            dropped, _ = buf.popleft()
+            n = len(dropped) if isinstance(dropped, list) else 1
+            if not self.stats["dropped_overflow"]:
+                logger.warning("Outbound event buffer full (%d messages): dropping the oldest",
+                               self.outbound_limit)
+            self.stats["dropped_overflow"] += n
+        buf.append((event, routing_key))
+        self.stats["buffered"] += 1
+
+    def flush(self, errors: bool = True, groups: bool = True) -> None:
+        """Publish what was buffered: failed sends (``errors``) and group batches."""
+        with self.mutex:
+            if self._closed:
+                return
+            if errors:
+                pending = list(self._outbound_buffer)
+                self._outbound_buffer.clear()
+                for event, routing_key in pending:
+                    self._publish(event, self.producer, routing_key)
+            if groups:
+                for group, buf in self._group_buffer.items():
+                    if not buf:
+                        continue
+                    batch = list(buf)
+                    self._publish(batch, self.producer, multi_routing_key(group))
+                    del buf[: len(batch)]
+
+    def extend_buffer(self, other: EventDispatcher) -> None:
+        """Take over ``other``'s unsent events: outbound buffer *and* group batches."""
+        with other.mutex:
+            outbound = list(other._outbound_buffer)
+            grouped = {g: list(b) for g, b in other._group_buffer.items() if b}
+            other._outbound_buffer.clear()
+            for buf in other._group_buffer.values():
+                buf.clear()
+        with self.mutex:
+            for event, routing_key in outbound:
+                self._buffer_outbound(event, routing_key)
+            for group, events in grouped.items():
+                if group in self.buffer_group:
+                    self._group_buffer.setdefault(group, []).extend(events)
+                else:
+                    self._buffer_outbound(events, multi_routing_key(group))
+
+    @property
+    def buffered(self) -> int:
+        """Events not yet published (outbound buffer plus group batches)."""
+        with self.mutex:
+            out = sum(len(e) if isinstance(e, list) else 1 for e, _ in self._outbound_buffer)
+            return out + sum(len(b) for b in self._group_buffer.values())

@@ -1,0 +1,256 @@
+"""The event table: every event type, its group, its fields and its task state.
+
+This module is the single place that knows what an event looks like on the
+wire.  The dispatcher builds envelopes with it, the receiver validates with
+it, ``State`` maps types to task states with it, and the dumper and the
+monitors use it to label and colour events.  It does no I/O.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from . import states
+
+#: Envelope keys every event carries, in Celery 5.7's wire order.  The
+#: type-specific fields go between ``clock`` and ``timestamp``.
+ENVELOPE_HEAD = ("hostname", "utcoffset", "pid", "clock")
+ENVELOPE_TAIL = ("timestamp", "type")
+ENVELOPE_FIELDS = ENVELOPE_HEAD + ENVELOPE_TAIL
+
+#: Fields shared by worker-online/heartbeat/offline (Celery's Heart).
+WORKER_FIELDS = ("freq", "active", "processed", "loadavg", "sw_ident", "sw_ver", "sw_sys")
+
+#: Receiver-side clock skew applied to ``task-sent``: clients are not assumed
+#: to share the cluster's Lamport clock (Celery's ``CLIENT_CLOCK_SKEW``).
+CLIENT_CLOCK_SKEW = -1
+
+#: Heartbeat constants a monitor must share with Celery to agree on liveness.
+HEARTBEAT_INTERVAL = 2.0
+HEARTBEAT_EXPIRE_WINDOW = 200  # percent of freq
+HEARTBEAT_DRIFT_MAX = 16  # seconds
+REMOTE_HEARTBEAT_FREQ = 5
+
+#: Dispatcher defaults (Celery 5.7).
+BUFFER_LIMIT = 24
+DELIVERY_MODE = 1
+
+#: Repr truncation limit for args/kwargs/result strings.
+REPR_MAXLEN = 1024
+
+
+def group_from(type_: str) -> str:
+    """``task-sent`` -> ``task``; a type without a dash is its own group."""
+    return type_.partition("-")[0]
+
+
+def routing_key_for(type_: str) -> str:
+    """Routing key of a single event: the type with dashes turned into dots."""
+    return type_.replace("-", ".")
+
+
+def multi_routing_key(group: str) -> str:
+    """Routing key of a batch of events of one group."""
+    return f"{group}.multi"
+
+
+@dataclass(frozen=True, slots=True)
+class EventType:
+    """One event type: what it is called, who sends it and what it carries."""
+
+    type: str
+    fields: tuple[str, ...]
+    state: str | None = None
+    description: str = ""
+
+    @property
+    def group(self) -> str:
+        return group_from(self.type)
+
+    @property
+    def subject(self) -> str:
+        return self.type.partition("-")[2]
+
+    @property
+    def routing_key(self) -> str:
+        return routing_key_for(self.type)
+
+
+_TASK_COMMON = ("uuid",)
+EVENT_TYPES: dict[str, EventType] = {
+    e.type: e
+    for e in (
+        EventType(
+            "task-sent",
+            (*_TASK_COMMON, "root_id", "parent_id", "name", "args", "kwargs", "retries",
+             "eta", "expires", "queue", "exchange", "routing_key"),
+            states.PENDING,
+            "a client published the task message",
+        ),
+        EventType(
+            "task-received",
+            (*_TASK_COMMON, "name", "args", "kwargs", "root_id", "parent_id", "retries",
+             "eta", "expires"),
+            states.RECEIVED,
+            "a worker accepted the task message",
+        ),
+        EventType("task-started", _TASK_COMMON, states.STARTED, "the task began executing"),
+        EventType(
+            "task-succeeded", (*_TASK_COMMON, "result", "runtime"), states.SUCCESS,
+            "the task returned",
+        ),
+        EventType(
+            "task-failed", (*_TASK_COMMON, "exception", "traceback"), states.FAILURE,
+            "the task raised",
+        ),
+        EventType(
+            "task-retried", (*_TASK_COMMON, "exception", "traceback"), states.RETRY,
+            "the task will run again",
+        ),
+        EventType(
+            "task-rejected", (*_TASK_COMMON, "requeue"), states.REJECTED,
+            "the worker rejected the message",
+        ),
+        EventType(
+            "task-revoked", (*_TASK_COMMON, "terminated", "signum", "expired"), states.REVOKED,
+            "the task was revoked, terminated or expired",
+        ),
+        EventType("worker-online", WORKER_FIELDS, None, "a worker started"),
+        EventType("worker-heartbeat", WORKER_FIELDS, None, "a worker is alive"),
+        EventType("worker-offline", WORKER_FIELDS, None, "a worker stopped"),
+    )
+}
+
+#: Task subject (``received``, ``started`` ...) -> state it puts the task in.
+TASK_EVENT_TO_STATE: dict[str, str] = {
+    e.subject: e.state for e in EVENT_TYPES.values() if e.group == "task" and e.state
+}
+TASK_EVENT_TYPES = tuple(t for t in EVENT_TYPES if t.startswith("task-"))
+WORKER_EVENT_TYPES = tuple(t for t in EVENT_TYPES if t.startswith("worker-"))
+
+#: Human names used by the text dumper (Celery's evdump wording).
+HUMAN_TYPES = {
+    "worker-online": "started",
+    "worker-offline": "shutdown",
+    "worker-heartbeat": "heartbeat",
+}
+
+
+def humanize_type(type_: str) -> str:
+    """The label the text dump prints for an event type."""
+    return HUMAN_TYPES.get(type_) or type_.lower().replace("-", " ")
+
+
+def utcoffset() -> float:
+    """Local offset in hours *west* of UTC, as Celery 5.7 sends it (UTC+8 -> -8.0)."""
+    if time.daylight and time.localtime().tm_isdst > 0:
+        return time.altzone / 3600
+    return time.timezone / 3600
+
+
+def build_event(
+    type_: str,
+    fields: dict[str, Any],
+    *,
+    hostname: str,
+    utcoffset: float,
+    pid: int,
+    clock: int | None,
+    timestamp: float | None = None,
+) -> dict[str, Any]:
+    """Assemble an event with Celery's envelope and key order.
+
+    A ``timestamp`` in ``fields`` is kept where the caller put it, as Celery
+    does; otherwise it is stamped now and placed before ``type``.
+    """
+    event = {"hostname": hostname, "utcoffset": utcoffset, "pid": pid, "clock": clock}
+    event.update(fields)
+    if "timestamp" not in event:
+        event["timestamp"] = time.time() if timestamp is None else timestamp
+    event.pop("type", None)
+    event["type"] = type_
+    return event
+
+
+# -- validation -----------------------------------------------------------------------------
+
+_NUMBER = (int, float)
+
+
+class InvalidEvent(ValueError):
+    """An event that cannot be applied; ``cause`` names the counter it goes to."""
+
+    def __init__(self, cause: str, detail: str) -> None:
+        super().__init__(detail)
+        self.cause = cause
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, _NUMBER) and not isinstance(v, bool)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_str(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+def _opt(check):
+    return lambda v: v is None or check(v)
+
+
+#: Fields whose type matters to whoever reads them (State does arithmetic on
+#: numbers and keys maps by strings).  A present field of the wrong type makes
+#: the event invalid.  Fields not listed are carried as they are.
+FIELD_CHECKS = {
+    "hostname": (_is_str, "a string"),
+    "type": (_is_str, "a string"),
+    "timestamp": (_is_number, "a number"),
+    "utcoffset": (_opt(_is_number), "a number"),
+    "pid": (_opt(_is_int), "an integer"),
+    "uuid": (_is_str, "a string"),
+    "name": (_opt(_is_str), "a string"),
+    "root_id": (_opt(_is_str), "a string"),
+    "parent_id": (_opt(_is_str), "a string"),
+    "retries": (_opt(_is_int), "an integer"),
+    "runtime": (_opt(_is_number), "a number"),
+    "freq": (_opt(_is_number), "a number"),
+    "active": (_opt(_is_int), "an integer"),
+    "processed": (_opt(_is_int), "an integer"),
+    "loadavg": (_opt(lambda v: isinstance(v, list | tuple)), "a list"),
+}
+
+
+def validate_event(event: Any) -> None:
+    """Raise :class:`InvalidEvent` unless ``event`` can be applied safely.
+
+    The checks are the ones that would otherwise crash a consumer: a body that
+    is not an object, a missing or non-string ``type``, a ``clock`` that is not
+    an integer (``null`` only allowed on ``task-sent``, whose clock the
+    receiver replaces), and typed fields holding the wrong type.
+    """
+    if not isinstance(event, dict):
+        raise InvalidEvent("not-an-object", f"event is a {type(event).__name__}, not an object")
+    type_ = event.get("type")
+    if type_ is None:
+        raise InvalidEvent("missing-type", "event has no 'type'")
+    if not isinstance(type_, str):
+        raise InvalidEvent("bad-field-type", "'type' must be a string")
+    if "clock" in event:
+        clock = event["clock"]
+        if clock is None:
+            if type_ != "task-sent":
+                raise InvalidEvent("null-clock", f"{type_} event has clock null")
+        elif not _is_int(clock):
+            raise InvalidEvent("bad-field-type", "'clock' must be an integer")
+    checks = FIELD_CHECKS
+    for key, value in event.items():
+        check = checks.get(key)
+        if check is not None and not check[0](value):
+            raise InvalidEvent("bad-field-type", f"{type_}: {key!r} must be {check[1]}")
+    if type_.startswith("task-") and "uuid" not in event:
+        raise InvalidEvent("missing-field", f"{type_} event has no 'uuid'")

@@ -1,0 +1,336 @@
+"""Broker connections, the event exchange and queues, and the embedded broker.
+
+Exchange and queue declarations follow Celery 5.7 so that Tidings and Celery
+processes share one topology: the event exchange is a durable ``topic``
+exchange, except on Redis where kombu implements broadcast with PUB/SUB and
+it must be ``fanout``.
+
+With no broker configured, Tidings uses an *embedded broker*: kombu's
+filesystem transport in a per-user folder, so that a worker and a monitor in
+two terminals of one machine talk without any server.  kombu's filesystem
+transport knows nothing of message TTL or queue expiry, so a monitor that
+dies would leave its queue bound and growing forever; the channel below adds
+both, reading the ``x-message-ttl`` and ``x-expires`` arguments that queues
+are declared with, exactly as RabbitMQ does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import uuid as _uuid
+from pathlib import Path
+from queue import Empty
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from kombu import Connection, Exchange, Queue
+from kombu.transport import filesystem
+from kombu.utils.encoding import bytes_to_str, str_to_bytes
+from kombu.utils.json import dumps, loads
+
+#: Transports whose exchanges must be ``fanout`` to broadcast (kombu maps
+#: fanout onto Redis PUB/SUB; a topic exchange there would queue, not publish).
+FANOUT_DRIVERS = frozenset({"redis", "gcpubsub"})
+
+EMBEDDED_SCHEME = "filesystem"
+
+_stamp_lock = threading.Lock()
+_last_stamp = 0
+
+
+def default_data_dir() -> Path:
+    """The embedded broker's folder: ``$XDG_DATA_HOME/tidings/broker``."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local",
+                                                            "share")
+    return Path(base) / "tidings" / "broker"
+
+
+def get_exchange(conn: Connection | None, name: str = "celeryev") -> Exchange:
+    """The event exchange as declared for ``conn``'s transport."""
+    type_ = "topic"
+    if conn is not None and conn.transport.driver_type in FANOUT_DRIVERS:
+        type_ = "fanout"
+    return Exchange(name, type=type_, durable=True, auto_delete=False)
+
+
+def event_queue(
+    name: str,
+    exchange: Exchange,
+    routing_key: str = "#",
+    *,
+    ttl: float | None = 5.0,
+    expires: float | None = 60.0,
+    exclusive: bool = True,
+    durable: bool = False,
+) -> Queue:
+    """A receiver queue bound to the event exchange (Celery's declaration)."""
+    from .config import ImproperlyConfigured
+
+    if exclusive and durable:
+        raise ImproperlyConfigured(
+            "event_queue_exclusive and event_queue_durable cannot both be true: "
+            "a queue cannot be both exclusive and durable, choose one or the other."
+        )
+    return Queue(
+        name,
+        exchange=exchange,
+        routing_key=routing_key,
+        durable=durable,
+        auto_delete=not durable,
+        exclusive=exclusive,
+        message_ttl=ttl,
+        expires=expires,
+    )
+
+
+def redact_url(url: str | None) -> str:
+    """``url`` with any password replaced by ``***``, for logs and screens."""
+    if not url:
+        return f"{EMBEDDED_SCHEME}:// (embedded)"
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
+
+
+def is_embedded(url: str | None) -> bool:
+    return not url or url.split("://", 1)[0] == EMBEDDED_SCHEME
+
+
+def embedded_folder(url: str | None, data_dir: str | None) -> Path:
+    """Folder of the embedded broker: ``filesystem:///path``, the setting, or the default."""
+    if url and "://" in url:
+        path = url.split("://", 1)[1]
+        if path and path != "/":
+            return Path(path)
+    return Path(data_dir) if data_dir else default_data_dir()
+
+
+def connection_for(
+    url: str | None,
+    *,
+    data_dir: str | None = None,
+    transport_options: dict[str, Any] | None = None,
+    connect_timeout: float | None = 4.0,
+) -> Connection:
+    """A kombu ``Connection`` (not yet connected) for ``url``, embedded broker included."""
+    options = dict(transport_options or {})
+    if is_embedded(url):
+        folder = embedded_folder(url, data_dir)
+        for sub in ("data", "control"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        options.setdefault("data_folder_in", str(folder / "data"))
+        options.setdefault("data_folder_out", str(folder / "data"))
+        options.setdefault("control_folder", str(folder / "control"))
+        options.setdefault("polling_interval", 0.05)
+        return Connection(
+            f"{EMBEDDED_SCHEME}://",
+            transport=EmbeddedTransport,
+            transport_options=options,
+            connect_timeout=connect_timeout,
+        )
+    return Connection(url, transport_options=options, connect_timeout=connect_timeout)
+
+
+class EmbeddedChannel(filesystem.Channel):
+    """kombu's filesystem channel, plus message TTL and queue expiry.
+
+    * Declaring a queue with ``x-message-ttl``/``x-expires`` writes them to
+      ``control/<queue>.queue``; the file's mtime is the queue's last use.
+    * A consumer touches that file while it polls, at most once a second.
+    * A message older than its queue's TTL is deleted instead of delivered.
+    * Publishing skips a queue unused for longer than ``x-expires`` and
+      removes it: its bindings, its messages and its metadata.
+    """
+
+    _touch_every = 1.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._touched: dict[str, float] = {}
+        self._meta_cache: dict[str, tuple[float, dict | None]] = {}
+        self._auto_delete: set[str] = set()
+
+    def queue_declare(self, queue: str | None = None, passive: bool = False, **kwargs: Any
+                      ) -> Any:
+        result = super().queue_declare(queue, passive, **kwargs)
+        if kwargs.get("auto_delete") or kwargs.get("exclusive"):
+            self._auto_delete.add(result.queue)
+        return result
+
+    def basic_cancel(self, consumer_tag: str) -> None:
+        # kombu's virtual transports ignore auto-delete; honour it here so a
+        # receiver that stops cleanly takes its queue and binding with it.
+        queue = self._tag_to_queue.get(consumer_tag)
+        super().basic_cancel(consumer_tag)
+        if queue in self._auto_delete and queue not in self._active_queues:
+            self._auto_delete.discard(queue)
+            try:
+                self.queue_delete(queue)
+            except Exception:
+                pass
+
+    # -- queue metadata ------------------------------------------------------------------
+
+    def _meta_file(self, queue: str) -> Path:
+        return self.control_folder / f"{queue}.queue"
+
+    def _new_queue(self, queue: str, **kwargs: Any) -> None:
+        arguments = kwargs.get("arguments") or {}
+        meta = {
+            "ttl": arguments.get("x-message-ttl"),
+            "expires": arguments.get("x-expires"),
+        }
+        if meta["ttl"] is None and meta["expires"] is None:
+            return
+        self.control_folder.mkdir(parents=True, exist_ok=True)
+        tmp = self._meta_file(queue).with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(meta))
+        os.replace(tmp, self._meta_file(queue))
+        self._meta_cache.pop(queue, None)
+
+    def _meta(self, queue: str) -> dict | None:
+        """Metadata of ``queue`` plus ``mtime``, cached for a second."""
+        now = time.monotonic()
+        cached = self._meta_cache.get(queue)
+        if cached is not None and now - cached[0] < 1.0:
+            return cached[1]
+        path = self._meta_file(queue)
+        try:
+            mtime = path.stat().st_mtime
+            meta = json.loads(path.read_text())
+            meta["mtime"] = mtime
+        except (OSError, ValueError):
+            meta = None
+        self._meta_cache[queue] = (now, meta)
+        return meta
+
+    def _expired(self, queue: str) -> bool:
+        meta = self._meta(queue)
+        if not meta or not meta.get("expires"):
+            return False
+        return time.time() - meta["mtime"] > meta["expires"] / 1000.0
+
+    def _touch(self, queue: str) -> None:
+        now = time.monotonic()
+        if now - self._touched.get(queue, 0.0) < self._touch_every:
+            return
+        self._touched[queue] = now
+        try:
+            os.utime(self._meta_file(queue))
+        except OSError:
+            pass
+
+    def _remove_queue(self, queue: str, exchange: str) -> None:
+        """Forget an expired queue: its binding in ``exchange``, messages, metadata."""
+        file = self._exchange_file(exchange)
+        try:
+            with file.open("rb+", buffering=0) as f_obj:
+                filesystem.lock(f_obj, filesystem.LOCK_EX)
+                try:
+                    table = [tuple(q) for q in loads(bytes_to_str(f_obj.read()))]
+                    kept = [q for q in table if q[2] != queue]
+                    if len(kept) != len(table):
+                        f_obj.seek(0)
+                        f_obj.write(str_to_bytes(dumps(kept)))
+                        f_obj.truncate()
+                finally:
+                    filesystem.unlock(f_obj)
+        except (OSError, ValueError):
+            pass
+        self._purge(queue)
+        try:
+            self._meta_file(queue).unlink()
+        except OSError:
+            pass
+        self._meta_cache.pop(queue, None)
+
+    # -- routing ------------------------------------------------------------------------
+
+    def _live(self, queues: Any, exchange: str) -> list[str]:
+        live = []
+        for queue in queues:
+            if self._expired(queue):
+                self._remove_queue(queue, exchange)
+            else:
+                live.append(queue)
+        return live
+
+    def _lookup(self, exchange: str, routing_key: str, default: Any = None) -> list[str]:
+        queues = super()._lookup(exchange, routing_key, default)
+        if not exchange:
+            return queues
+        return self._live(queues, exchange)
+
+    def _put_fanout(self, exchange: str, payload: Any, routing_key: str, **kwargs: Any) -> None:
+        for queue in self._live({q.queue for q in self.get_table(exchange)}, exchange):
+            self._put(queue, payload, **kwargs)
+
+    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
+        # Names sort in publishing order (wall-clock nanoseconds, strictly
+        # increasing within a process), and any process can read a message's
+        # age from its name.
+        stamp = time.time_ns()
+        with _stamp_lock:
+            global _last_stamp
+            stamp = _last_stamp = max(stamp, _last_stamp + 1)
+        name = f"{stamp:020d}_{_uuid.uuid4()}.{queue}.msg"
+        path = os.path.join(self.data_folder_out, name)
+        tmp = os.path.join(self.data_folder_out, f".{name}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(str_to_bytes(dumps(payload)))
+        os.replace(tmp, path)
+
+    def _get(self, queue: str) -> Any:
+        self._touch(queue)
+        meta = self._meta(queue)
+        ttl_ms = meta.get("ttl") if meta else None
+        suffix = f".{queue}.msg"
+        now_ms = time.time() * 1000
+        folder = self.data_folder_in
+        for filename in sorted(f for f in os.listdir(folder) if f.endswith(suffix)):
+            if filename.partition(".")[2] != suffix[1:]:
+                continue
+            path = os.path.join(folder, filename)
+            claimed = f"{path}.{os.getpid()}.claimed"
+            try:
+                os.rename(path, claimed)  # atomic: one consumer wins the message
+            except OSError:
+                continue
+            try:
+                if ttl_ms is not None:
+                    try:
+                        born = int(filename.partition("_")[0])
+                    except ValueError:
+                        born = None
+                    if born is not None and now_ms - born / 1e6 > ttl_ms:
+                        continue  # expired: dropped like RabbitMQ drops it
+                with open(claimed, "rb") as f:
+                    payload = f.read()
+            finally:
+                try:
+                    os.remove(claimed)
+                except OSError:
+                    pass
+            return loads(bytes_to_str(payload))
+        raise Empty()
+
+    def _delete(self, queue: str, *args: Any, **kwargs: Any) -> None:
+        super()._delete(queue, *args, **kwargs)
+        try:
+            self._meta_file(queue).unlink()
+        except OSError:
+            pass
+
+
+class EmbeddedTransport(filesystem.Transport):
+    """The embedded default broker (see :class:`EmbeddedChannel`)."""
+
+    Channel = EmbeddedChannel
+    driver_type = "filesystem"
+    driver_name = "tidings-embedded"

@@ -1,0 +1,255 @@
+import threading
+import uuid
+
+import pytest
+from kombu import Connection, Queue
+from kombu.exceptions import OperationalError
+
+from tidings import App
+from tidings.events import EventDispatcher
+
+
+@pytest.fixture
+def app():
+    return App("t", broker="memory://", event_exchange=f"ev-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+def conn(app):
+    with Connection("memory://") as c:
+        yield c
+
+
+def drain(conn, app, routing_key="#"):
+    """Bind a queue to the event exchange; return a function that reads what arrived."""
+    from tidings.transport import get_exchange
+
+    queue = Queue(f"q-{uuid.uuid4().hex[:8]}", get_exchange(conn, app.conf.event_exchange),
+                  routing_key=routing_key)
+    queue(conn.default_channel).declare()
+
+    def read():
+        out = []
+        while True:
+            message = queue(conn.default_channel).get(no_ack=True, accept=["json"])
+            if message is None:
+                return out
+            out.append(message)
+    return read
+
+
+class FailingProducer:
+    """Stands in for a producer while the broker is down."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def publish(self, *args, **kwargs):
+        self.calls += 1
+        raise OperationalError("broker down")
+
+
+def test_send_publishes_celery_shaped_message(app, conn):
+    read = drain(conn, app)
+    d = EventDispatcher(conn, hostname="w1@h", app=app)
+    d.send("worker-online", freq=2.0, active=0)
+    (message,) = read()
+    assert message.delivery_info["routing_key"] == "worker.online"
+    assert message.headers == {"hostname": "w1@h"}
+    assert message.properties["delivery_mode"] == 1
+    assert message.content_type == "application/json"
+    body = message.payload
+    assert list(body) == ["hostname", "utcoffset", "pid", "clock", "freq", "active",
+                          "timestamp", "type"]
+    assert body["clock"] == app.clock.value
+
+
+def test_disabled_and_filtered_sends_are_not_published(app, conn):
+    read = drain(conn, app)
+    d = EventDispatcher(conn, app=app, enabled=False)
+    assert d.send("worker-online") is None
+    d.enable()
+    d.groups = {"worker"}
+    d.send("task-received", uuid="x")
+    d.send("worker-heartbeat")
+    assert [m.payload["type"] for m in read()] == ["worker-heartbeat"]
+
+
+def test_blind_event_has_null_clock(app, conn):
+    read = drain(conn, app)
+    EventDispatcher(conn, app=app).send("task-sent", blind=True, uuid="u")
+    assert read()[0].payload["clock"] is None
+
+
+def test_buffer_group_batches_into_multi(app, conn):
+    read = drain(conn, app)
+    scheduled = []
+    d = EventDispatcher(conn, app=app, buffer_group=["task"], buffer_limit=3,
+                        on_send_buffered=lambda: scheduled.append(1))
+    d.send("task-received", uuid="a")
+    d.send("task-started", uuid="a")
+    assert read() == [] and len(scheduled) == 2
+    d.send("task-succeeded", uuid="a")  # reaches the limit: one batch
+    (message,) = read()
+    assert message.delivery_info["routing_key"] == "task.multi"
+    assert [e["type"] for e in message.payload] == ["task-received", "task-started",
+                                                    "task-succeeded"]
+    clocks = [e["clock"] for e in message.payload]
+    assert clocks == sorted(clocks) and len(set(clocks)) == 3
+    d.send("task-failed", uuid="b")
+    d.flush()
+    assert [len(m.payload) for m in read()] == [1]
+
+
+def test_failed_sends_are_buffered_then_flushed(app, conn):
+    read = drain(conn, app)
+    d = EventDispatcher(conn, app=app)
+    good = d.producer
+    d.producer = FailingProducer()
+    d.send("worker-heartbeat")
+    d.send("worker-heartbeat")
+    assert d.buffered == 2 and read() == []
+    d.flush()  # still failing: kept
+    assert d.buffered == 2
+    d.producer = good
+    d.flush()
+    assert len(read()) == 2 and d.buffered == 0
+
+
+def test_outbound_buffer_is_bounded_and_drops_oldest(app, conn):
+    read = drain(conn, app)
+    d = EventDispatcher(conn, app=app, outbound_limit=3)
+    good = d.producer
+    d.producer = FailingProducer()
+    for i in range(5):
+        d.send("custom-tick", n=i)
+    assert d.stats["dropped_overflow"] == 2
+    d.producer = good
+    d.flush()
+    assert [m.payload["n"] for m in read()] == [2, 3, 4]
+
+
+def test_no_buffering_reraises(app, conn):
+    d = EventDispatcher(conn, app=app, buffer_while_offline=False)
+    d.producer = FailingProducer()
+    with pytest.raises(OperationalError):
+        d.send("worker-heartbeat")
+
+
+def test_poison_event_is_dropped_not_rebuffered(app, conn, caplog):
+    read = drain(conn, app)
+    d = EventDispatcher(conn, app=app)
+    d.send("custom-bad", payload=object())
+    assert d.stats["dropped_poison"] == 1 and d.buffered == 0
+    d.flush()
+    d.send("custom-good", n=1)
+    assert [m.payload["type"] for m in read()] == ["custom-good"]
+    assert "cannot be serialised" in caplog.text
+
+
+def test_poison_event_inside_a_batch_does_not_block_the_group(app, conn):
+    d = EventDispatcher(conn, app=app, buffer_group=["task"])
+    d.send("task-received", uuid="a", args=object())
+    d.flush()
+    assert d.buffered == 0 and d.stats["dropped_poison"] == 1
+
+
+def test_failed_group_flush_becomes_one_outbound_multi(app, conn):
+    read = drain(conn, app)
+    d = EventDispatcher(conn, app=app, buffer_group=["task"])
+    good = d.producer
+    d.send("task-received", uuid="a")
+    d.producer = FailingProducer()
+    d.flush()
+    assert d._outbound_buffer[0][1] == "task.multi"
+    d.producer = good
+    d.flush()
+    (message,) = read()
+    assert message.delivery_info["routing_key"] == "task.multi"
+
+
+def test_extend_buffer_carries_group_buffers(app, conn):
+    read = drain(conn, app)
+    old = EventDispatcher(conn, app=app, buffer_group=["task"])
+    old.send("task-received", uuid="a")
+    old.producer = FailingProducer()
+    old.send("worker-heartbeat")
+    new = EventDispatcher(conn, app=app, buffer_group=["task"])
+    new.extend_buffer(old)
+    assert old.buffered == 0 and new.buffered == 2
+    new.flush()
+    keys = sorted(m.delivery_info["routing_key"] for m in read())
+    assert keys == ["task.multi", "worker.heartbeat"]
+
+
+def test_enable_disable_callbacks_and_close(app, conn):
+    d = EventDispatcher(conn, app=app, enabled=False)
+    seen = []
+    d.on_enabled.add(lambda: seen.append("on"))
+    d.on_disabled.add(lambda: seen.append("off"))
+    d.enable()
+    d.disable()
+    d.disable()
+    assert seen == ["on", "off"]
+    assert d.producer is None and d.publisher is None
+    with EventDispatcher(conn, app=app) as d2:
+        assert d2.producer is not None
+    assert d2.producer is None and d2._closed
+    assert d2.send("worker-heartbeat") is None
+    assert d2.stats["dropped_closed"] == 1
+
+
+def test_publish_uses_callers_producer_even_when_disabled(app, conn):
+    read = drain(conn, app)
+    d = EventDispatcher(conn, app=app, enabled=False)
+    from kombu import Producer
+
+    d.publish("task-sent", {"uuid": "u"}, Producer(conn.default_channel))
+    assert read()[0].delivery_info["routing_key"] == "task.sent"
+
+
+def test_only_a_channel_gives_the_connection(app, conn):
+    channel = conn.channel()
+    d = EventDispatcher(channel=channel, app=app)
+    assert d.connection is conn
+
+
+def test_threads_share_one_dispatcher_safely(app, conn):
+    read = drain(conn, app)
+    d = EventDispatcher(conn, app=app, buffer_group=["task"], buffer_limit=7)
+
+    def worker(n):
+        for i in range(200):
+            d.send("task-started", uuid=f"{n}-{i}")
+            if i % 50 == 0:
+                d.flush()
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    d.flush()
+    events = [e for m in read() for e in m.payload]
+    assert len(events) == 800
+    assert len({e["uuid"] for e in events}) == 800
+    assert len({e["clock"] for e in events}) == 800
+
+
+def test_sql_transport_is_disabled(app):
+    class FakeTransport:
+        driver_type = "sql"
+
+    class FakeConn:
+        transport = FakeTransport()
+
+    assert EventDispatcher(FakeConn(), app=app).enabled is False
+
+
+def test_redis_uses_fanout_and_others_topic():
+    from tidings.transport import get_exchange
+
+    assert get_exchange(Connection("redis://localhost/0")).type == "fanout"
+    assert get_exchange(Connection("amqp://localhost//")).type == "topic"
+    ex = get_exchange(Connection("memory://"), "custom")
+    assert (ex.name, ex.durable, ex.auto_delete) == ("custom", True, False)

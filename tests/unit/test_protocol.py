@@ -1,0 +1,129 @@
+import json
+
+import pytest
+
+from tidings.protocol import states
+from tidings.protocol.events import (
+    EVENT_TYPES,
+    TASK_EVENT_TO_STATE,
+    InvalidEvent,
+    build_event,
+    group_from,
+    humanize_type,
+    multi_routing_key,
+    routing_key_for,
+    utcoffset,
+    validate_event,
+)
+
+
+def test_every_celery_event_type_is_declared_once_with_its_group_and_state():
+    assert set(EVENT_TYPES) == {
+        "task-sent", "task-received", "task-started", "task-succeeded", "task-failed",
+        "task-retried", "task-rejected", "task-revoked",
+        "worker-online", "worker-heartbeat", "worker-offline",
+    }
+    assert TASK_EVENT_TO_STATE == {
+        "sent": "PENDING", "received": "RECEIVED", "started": "STARTED",
+        "succeeded": "SUCCESS", "failed": "FAILURE", "retried": "RETRY",
+        "revoked": "REVOKED", "rejected": "REJECTED",
+    }
+    assert EVENT_TYPES["task-revoked"].fields == ("uuid", "terminated", "signum", "expired")
+    assert EVENT_TYPES["worker-heartbeat"].group == "worker"
+
+
+def test_fields_declared_match_the_recorded_celery_events(corpus_rabbitmq):
+    envelope = {"hostname", "utcoffset", "pid", "clock", "timestamp", "type"}
+    for message in corpus_rabbitmq:
+        body = message["body"] if isinstance(message["body"], list) else [message["body"]]
+        for event in body:
+            declared = set(EVENT_TYPES[event["type"]].fields)
+            specific = set(event) - envelope
+            if event["type"] == "worker-heartbeat" and event["freq"] == 5:
+                # the remote-control heartbeat carries only part of the fields
+                assert specific <= declared
+            else:
+                assert specific == declared, event["type"]
+
+
+def test_routing_keys_and_groups():
+    assert routing_key_for("task-succeeded") == "task.succeeded"
+    assert routing_key_for("custom-my-event") == "custom.my.event"
+    assert multi_routing_key("task") == "task.multi"
+    assert group_from("task-sent") == "task"
+    assert group_from("custom-my-event") == "custom"
+    assert group_from("foo") == "foo"
+
+
+def test_human_types_follow_celery_dump_wording():
+    assert humanize_type("worker-online") == "started"
+    assert humanize_type("worker-offline") == "shutdown"
+    assert humanize_type("worker-heartbeat") == "heartbeat"
+    assert humanize_type("task-succeeded") == "task succeeded"
+
+
+def test_envelope_key_order_is_celerys():
+    event = build_event("task-succeeded", {"uuid": "u", "result": "4", "runtime": 0.1},
+                        hostname="w@h", utcoffset=0.0, pid=7, clock=3, timestamp=12.5)
+    assert list(event) == ["hostname", "utcoffset", "pid", "clock", "uuid", "result",
+                           "runtime", "timestamp", "type"]
+    assert event["type"] == "task-succeeded"
+
+
+def test_caller_timestamp_is_kept_in_place():
+    event = build_event("custom-x", {"timestamp": 5.0, "a": 1}, hostname="h", utcoffset=0.0,
+                        pid=1, clock=1)
+    assert event["timestamp"] == 5.0
+    assert list(event)[-1] == "type"
+
+
+def test_utcoffset_is_hours_west_of_utc(monkeypatch):
+    import time
+
+    monkeypatch.setattr(time, "timezone", -8 * 3600)
+    monkeypatch.setattr(time, "daylight", 0)
+    assert utcoffset() == -8.0
+    monkeypatch.setattr(time, "timezone", int(5.5 * 3600))
+    assert utcoffset() == 5.5
+
+
+def test_precedence_follows_celery_except_rejected():
+    order = sorted(states.ALL_STATES, key=states.precedence)
+    assert order == ["SUCCESS", "FAILURE", "REVOKED", "REJECTED", "STARTED", "RECEIVED",
+                     "RETRY", "PENDING"]
+    assert states.precedence("PROGRESS") == 2
+
+
+@pytest.mark.parametrize(
+    ("event", "cause"),
+    [
+        ("a string", "not-an-object"),
+        (42, "not-an-object"),
+        ({"hostname": "h"}, "missing-type"),
+        ({"type": 5}, "bad-field-type"),
+        ({"type": "worker-heartbeat", "clock": None}, "null-clock"),
+        ({"type": "worker-heartbeat", "clock": "7"}, "bad-field-type"),
+        ({"type": "worker-heartbeat", "timestamp": "yesterday"}, "bad-field-type"),
+        ({"type": "worker-heartbeat", "active": "3"}, "bad-field-type"),
+        ({"type": "worker-heartbeat", "hostname": ["h"]}, "bad-field-type"),
+        ({"type": "task-started", "uuid": 12}, "bad-field-type"),
+        ({"type": "task-started"}, "missing-field"),
+        ({"type": "task-succeeded", "uuid": "u", "runtime": "fast"}, "bad-field-type"),
+        ({"type": "task-received", "uuid": "u", "clock": True}, "bad-field-type"),
+    ],
+)
+def test_invalid_events_name_their_cause(event, cause):
+    with pytest.raises(InvalidEvent) as info:
+        validate_event(event)
+    assert info.value.cause == cause
+
+
+def test_valid_events_pass(corpus_rabbitmq, corpus_redis):
+    count = 0
+    for message in corpus_rabbitmq + corpus_redis:
+        body = json.loads(message["body_raw"])
+        for event in body if isinstance(body, list) else [body]:
+            validate_event(event)
+            count += 1
+    assert count == 107 + 62
+    validate_event({"type": "task-sent", "uuid": "u", "clock": None})

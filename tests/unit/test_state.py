@@ -1,0 +1,377 @@
+import copy
+import pickle
+import time
+from decimal import Decimal
+
+import pytest
+
+from tidings.events.state import State, Task, Worker, heartbeat_expires
+
+
+def ev(type_, hostname="w1@h", clock=1, ts=None, local=None, **fields):
+    now = time.time()
+    return {"hostname": hostname, "utcoffset": 0.0, "pid": 11, "clock": clock, **fields,
+            "timestamp": now if ts is None else ts, "type": type_,
+            "local_received": now if local is None else local}
+
+
+def task_flow(state, uuid, name="proj.add", worker="w1@h", clock=1, final="succeeded",
+              ts=1000.0, **extra):
+    state.event(ev("task-received", worker, clock, ts, uuid=uuid, name=name, args="(1,)",
+                   kwargs="{}", retries=0, **extra))
+    state.event(ev("task-started", worker, clock + 1, ts + 1, uuid=uuid))
+    fields = {"result": "2", "runtime": 0.5} if final == "succeeded" else {
+        "exception": "KeyError('x')", "traceback": "Traceback..."}
+    state.event(ev(f"task-{final}", worker, clock + 2, ts + 2, uuid=uuid, **fields))
+
+
+# -- Celery-compatible behaviour ----------------------------------------------------------
+
+
+def test_task_states_and_timestamps():
+    s = State()
+    task_flow(s, "a")
+    t = s.tasks["a"]
+    assert t.state == "SUCCESS" and t.ready
+    assert (t.received, t.started, t.succeeded) == (1000.0, 1001.0, 1002.0)
+    assert t.timestamp == 1002.0 and t.result == "2" and t.runtime == 0.5
+    assert t.worker.hostname == "w1@h" and t.name == "proj.add"
+    assert s.task_count == 1 and s.event_count == 3
+    assert repr(t) == "<Task: proj.add(a) SUCCESS clock:3>"
+
+
+def test_merge_keeps_later_state_and_fills_data():
+    s = State()
+    s.event(ev("task-failed", clock=5, ts=10.0, uuid="a", exception="E()", traceback="tb"))
+    s.event(ev("task-started", clock=4, ts=9.0, uuid="a"))
+    s.event(ev("task-received", clock=3, ts=8.0, uuid="a", name="n", args="(1,)",
+               kwargs="{}", hostname_extra="x"))
+    t = s.tasks["a"]
+    assert t.state == "FAILURE"
+    assert t.name == "n" and t.args == "(1,)"
+    assert t.started == 9.0 and t.received == 8.0
+    s.event(ev("task-retried", clock=6, ts=11.0, uuid="a", exception="R()", traceback="tb"))
+    assert t.state == "RETRY"
+
+
+def test_custom_task_state_and_unknown_group():
+    s = State()
+    s.event(ev("task-received", uuid="a", name="n"))
+    s.event(ev("task-progress", uuid="a", done=3))
+    assert s.tasks["a"].state == "PROGRESS" and s.tasks["a"].done == 3
+    assert s.event(ev("foo-bar")) is None
+    assert s.event_count == 3
+
+
+def test_worker_online_heartbeat_offline():
+    joined, left = [], []
+    s = State(on_node_join=joined.append, on_node_leave=left.append)
+    (w, created), subject = s.event(ev("worker-online", freq=2.0, active=0, processed=0,
+                                       loadavg=[0.1, 0.2, 0.3], sw_ident="py-celery"))
+    assert created and subject == "online" and joined == [w]
+    assert w.alive and list(s.alive_workers()) == [w] and w.status_string == "ONLINE"
+    assert w.id == "w1@h.11"
+    assert repr(w) == "<Worker: w1@h (ONLINE clock:1)"
+    s.event(ev("worker-offline", clock=2))
+    assert left == [w] and "w1@h" not in s.workers and not w.alive
+
+
+def test_offline_without_leave_callback_keeps_the_worker():
+    s = State()
+    s.event(ev("worker-online", freq=2.0))
+    s.event(ev("worker-offline"))
+    w = s.workers["w1@h"]
+    assert w.heartbeats == [] and not w.alive
+
+
+def test_unknown_worker_leaving_is_not_stored():
+    left = []
+    s = State(on_node_leave=left.append)
+    (w, created), subject = s.event(ev("worker-offline", hostname="ghost@h"))
+    assert (w.hostname, created, subject) == ("ghost@h", False, "offline")
+    assert left == [w] and "ghost@h" not in s.workers
+
+
+def test_worker_event_without_times_is_counted_and_ignored():
+    s = State(callback=lambda st, e: seen.append(e["type"]))
+    seen = []
+    assert s.event({"type": "worker-online", "hostname": "h"}) is None
+    assert seen == ["worker-online"] and s.event_count == 1
+
+
+def test_heartbeat_expiry_and_window():
+    assert heartbeat_expires(Decimal("344313.37"), freq=60, expire_window=200) == \
+        pytest.approx(344433.37)
+    s = State()
+    s.event(ev("worker-heartbeat", freq=2.0, ts=time.time() - 400, local=time.time() - 400))
+    assert not s.workers["w1@h"].alive
+    s.event(ev("worker-heartbeat", freq=2.0))
+    assert s.workers["w1@h"].alive
+
+
+def test_heartbeats_keep_four_newest_sorted():
+    w = Worker("h")
+    for t in (10.0, 12.0, 11.0, 13.0, 14.0, 15.0):
+        w.event("heartbeat", t, t)
+    assert w.heartbeats == [12.0, 13.0, 14.0, 15.0]
+
+
+def test_drift_warning_once_per_host(caplog):
+    w = Worker("drifty@h")
+    w.event("heartbeat", 1000.0, 1040.0)
+    w.event("heartbeat", 1001.0, 1041.0)
+    assert caplog.text.count("Substantial drift") == 1
+
+
+def test_get_or_create():
+    s = State()
+    t, created = s.get_or_create_task("x")
+    assert created and s.get_or_create_task("x") == (t, False)
+    w, created = s.get_or_create_worker("h", pid=30)
+    assert created and w.pid == 30
+    w2, created = s.get_or_create_worker("h", pid=40)
+    assert w2 is w and not created and w.pid == 40
+
+
+def test_tasks_by_time_follows_logical_clock():
+    s = State()
+    s.event(ev("task-received", clock=1, uuid="A", name="n"))
+    s.event(ev("task-received", clock=3, uuid="B", name="n"))
+    s.event(ev("task-received", clock=2, uuid="C", name="n"))
+    assert [u for u, _ in s.tasks_by_time()] == ["B", "C", "A"]
+    assert [u for u, _ in s.tasks_by_time(reverse=False)] == ["A", "C", "B"]
+    assert [u for u, _ in s.tasks_by_time(limit=2)] == ["B", "C"]
+    s.event(ev("task-started", clock=4, uuid="A"))
+    assert [u for u, _ in s.tasks_by_time()] == ["A", "B", "C"]
+
+
+def test_indexes_types_and_itertasks():
+    s = State()
+    for i in range(20):
+        task_flow(s, f"t{i}", name=f"task{i % 2 + 1}", worker=f"w{i % 2}@h", clock=i * 3)
+    assert s.task_types() == ["task1", "task2"]
+    assert len(list(s.tasks_by_type("task1"))) == 10
+    assert len(s.tasks_by_type["task2"]) == 10
+    assert len(list(s.tasks_by_worker("w0@h"))) == 10
+    assert len(s.tasks_by_worker["w1@h"]) == 10
+    assert len(list(s.itertasks(limit=2))) == 2
+    assert len(list(s.tasks_by_time())) == 20
+
+
+def test_children_parent_root_in_any_order():
+    s = State()
+    s.event(ev("task-received", clock=5, uuid="child", name="c", parent_id="root",
+               root_id="root"))
+    child = s.tasks["child"]
+    assert child.parent is None and child.root is None  # not seen yet
+    s.event(ev("task-received", clock=6, uuid="root", name="r", root_id="root"))
+    root = s.tasks["root"]
+    assert child.parent is root and child.root is root  # fix: not cached as None
+    assert root.children == {child}
+    assert child.as_dict()["parent"] == "root" and root.as_dict()["children"] == ["child"]
+
+
+def test_freeze_while_and_clear():
+    s = State()
+    task_flow(s, "done")
+    s.event(ev("task-received", uuid="running", name="n"))
+    assert s.freeze_while(lambda: s.event_count) == 4
+    s.freeze_while(lambda: None, clear_after=True)
+    assert s.event_count == 0 and s.task_count == 0
+    assert list(s.tasks) == ["running"]  # clear() keeps unfinished tasks
+    assert [u for u, _ in s.tasks_by_time()] == ["running"]
+    s.clear(ready=False)
+    assert len(s.tasks) == 0 and len(s.workers) == 0
+
+
+def test_freeze_while_allows_reading_and_feeding_from_inside():
+    s = State()
+    s.freeze_while(lambda: s.event(ev("task-received", uuid="a", name="n")))
+    assert "a" in s.tasks
+
+
+def test_info_and_as_dict():
+    s = State()
+    task_flow(s, "a")
+    t = s.tasks["a"]
+    assert t.info() == {"args": "(1,)", "kwargs": "{}", "retries": 0, "result": "2",
+                        "runtime": 0.5}
+    assert t.info(fields=["result"], extra=["received"]) == {"result": "2",
+                                                             "received": 1000.0}
+    d = t.as_dict()
+    assert list(d) == list(Task._fields) and d["worker"] is t.worker
+    assert Task().state == "PENDING" and Task().clock == 0 and Task().name is None
+
+
+def test_pickle_and_deepcopy_keep_links():
+    s = State()
+    task_flow(s, "root")
+    task_flow(s, "kid", parent_id="root", root_id="root", clock=10)
+    s.event(ev("worker-online", freq=2.0))
+    s2 = pickle.loads(pickle.dumps(s))
+    assert s2.tasks["root"].state == "SUCCESS"
+    assert s2.tasks["kid"].parent is s2.tasks["root"]
+    assert s2.tasks["root"].children == {s2.tasks["kid"]}
+    assert s2.workers["w1@h"].freq == 2.0
+    assert [u for u, _ in s2.tasks_by_time()] == [u for u, _ in s.tasks_by_time()]
+    assert len(s2.tasks_by_type["proj.add"]) == 2
+    s3 = copy.deepcopy(s)
+    assert s3.tasks["kid"].root is s3.tasks["root"]
+    w = pickle.loads(pickle.dumps(s.workers["w1@h"]))
+    assert w.hostname == "w1@h" and w.heartbeats == s.workers["w1@h"].heartbeats
+
+
+def test_iteration_is_safe_while_another_thread_feeds():
+    import threading
+
+    s = State(max_tasks_in_memory=500)
+    stop = threading.Event()
+
+    def feed():
+        i = 0
+        while not stop.is_set():
+            s.event(ev("task-received", clock=i, uuid=f"t{i}", name="n"))
+            i += 1
+
+    t = threading.Thread(target=feed)
+    t.start()
+    try:
+        for _ in range(300):
+            for _uuid, task in s.tasks.items():
+                assert task.uuid
+            list(s.tasks_by_time(limit=10))
+            list(s.alive_workers())
+    finally:
+        stop.set()
+        t.join()
+
+
+# -- fixes of Celery's known weaknesses (spec section 13) ---------------------------------
+
+
+def test_fix_2_task_events_refresh_worker_with_local_time():
+    s = State()
+    now = time.time()
+    # the sender's clock is an hour behind: its timestamp must not decide liveness
+    s.event(ev("task-received", ts=now - 3600, local=now, uuid="a", name="n"))
+    w = s.workers["w1@h"]
+    assert w.heartbeats == [now]
+    s2 = State()
+    s2.event(ev("task-received", ts=now + 3600, local=now - 400, uuid="a", name="n"))
+    # Celery would record now+3600 and report the worker alive for an hour
+    assert s2.workers["w1@h"].heartbeats == [now - 400]
+
+
+@pytest.mark.parametrize("key", ["children", "worker", "cluster_state", "event", "state",
+                                 "_children", "_last", "info", "as_dict", "ready", "parent",
+                                 "__class__", "__dict__"])
+def test_fix_5_event_keys_cannot_overwrite_task_internals(key):
+    s = State()
+    s.event(ev("task-received", uuid="p", name="parent"))
+    s.event(ev("task-received", uuid="a", name="n", parent_id="p", **{key: ["evil"]}))
+    s.event(ev("task-succeeded", clock=3, uuid="a", result="1"))
+    t = s.tasks["a"]
+    assert type(t) is Task and t.state == "SUCCESS"
+    assert t.worker.hostname == "w1@h" and t.cluster_state is s
+    assert t.parent is s.tasks["p"] and s.tasks["p"].children == {t}
+    assert callable(t.info) and t.ready is True
+
+
+@pytest.mark.parametrize("key", ["heartbeats", "event", "alive", "id", "update", "_x"])
+def test_fix_5_event_keys_cannot_overwrite_worker_internals(key):
+    s = State()
+    s.event(ev("worker-online", freq=2.0, **{key: "evil"}))
+    w = s.workers["w1@h"]
+    assert isinstance(w.heartbeats, list) and w.alive and w.id == "w1@h.11"
+    assert callable(w.event) and callable(w.update)
+
+
+def test_fix_6_late_event_does_not_overwrite_newer_metadata():
+    s = State()
+    s.event(ev("task-received", hostname="w1@h", clock=1, ts=100.0, uuid="a", name="n"))
+    s.event(ev("task-succeeded", hostname="w1@h", clock=3, ts=102.0, uuid="a", result="1"))
+    s.event(ev("task-started", hostname="w1@h", clock=2, ts=101.0, local=999.0, uuid="a"))
+    t = s.tasks["a"]
+    assert t.state == "SUCCESS" and t.started == 101.0
+    assert (t.timestamp, t.clock, t.type) == (102.0, 3, "task-succeeded")
+    assert t.local_received != 999.0
+    s.event(ev("task-sent", hostname="client@h", clock=0, ts=99.0, uuid="a", queue="q",
+               retries=0, routing_key="q", exchange=""))
+    assert t.hostname == "w1@h" and t.routing_key == "q" and t.client == "client@h"
+    assert t.timestamp == 102.0
+
+
+def test_fix_6_rejected_after_received_shows():
+    s = State()
+    s.event(ev("task-received", clock=1, uuid="a", name="n"))
+    s.event(ev("task-rejected", clock=2, uuid="a", requeue=False))
+    assert s.tasks["a"].state == "REJECTED" and s.tasks["a"].requeue is False
+    # ... but a failure reported together with the rejection stays the final word
+    s.event(ev("task-received", clock=3, uuid="b", name="n"))
+    s.event(ev("task-failed", clock=4, uuid="b", exception="Reject()"))
+    s.event(ev("task-rejected", clock=5, uuid="b", requeue=False))
+    assert s.tasks["b"].state == "FAILURE" and s.tasks["b"].rejected is not None
+
+
+def test_fix_7_task_first_seen_without_name_is_indexed_when_name_arrives():
+    s = State()
+    s.event(ev("task-revoked", clock=5, uuid="a", terminated=False, signum=None,
+               expired=True))
+    assert len(s.tasks_by_type) == 0
+    s.event(ev("task-received", clock=4, uuid="a", name="proj.add"))
+    assert s.tasks_by_type["proj.add"] == {s.tasks["a"]}
+    assert s.task_types() == ["proj.add"]
+
+
+def test_fix_7_tasks_are_indexed_by_their_worker_not_the_client():
+    s = State()
+    s.event(ev("task-sent", hostname="gen1@client", clock=1, uuid="a", name="n"))
+    assert len(s.tasks_by_worker) == 0
+    assert list(s.tasks_by_worker("gen1@client")) == []  # no AttributeError
+    s.event(ev("task-received", hostname="w2@h", clock=2, uuid="a", name="n"))
+    assert s.tasks_by_worker["w2@h"] == {s.tasks["a"]}
+    assert [u for u, _ in s.tasks_by_worker("w2@h")] == ["a"]
+    s.event(ev("task-received", hostname="w3@h", clock=3, uuid="a", name="n"))  # requeued
+    assert "w2@h" not in s.tasks_by_worker and s.tasks_by_worker["w3@h"] == {s.tasks["a"]}
+
+
+def test_fix_8_parent_not_cached_and_evicted_parent_is_released():
+    s = State(max_tasks_in_memory=2)
+    s.event(ev("task-received", clock=1, uuid="kid", name="n", parent_id="p"))
+    kid = s.tasks["kid"]
+    assert kid.parent is None
+    s.event(ev("task-received", clock=2, uuid="p", name="n"))
+    assert kid.parent is s.tasks["p"]
+    s.event(ev("task-succeeded", clock=3, uuid="p", result="1"))
+    s.event(ev("task-received", clock=4, uuid="other", name="n"))  # evicts finished p
+    assert "p" not in s.tasks and kid.parent is None
+
+
+def test_fix_20_finished_tasks_are_evicted_before_running_ones():
+    s = State(max_tasks_in_memory=10)
+    for i in range(5):  # five long-running tasks, seen first
+        s.event(ev("task-started", clock=i, uuid=f"run{i}"))
+    for i in range(20):
+        task_flow(s, f"done{i}", clock=100 + i * 3)
+    assert len(s.tasks) == 10
+    assert {f"run{i}" for i in range(5)} <= set(s.tasks)
+    assert s.evicted["ready"] == 15 and s.evicted["unready"] == 0
+    # when nothing finished is left, the oldest unfinished tasks go
+    for i in range(12):
+        s.event(ev("task-started", clock=500 + i, uuid=f"late{i}"))
+    assert len(s.tasks) == 10 and "run0" not in s.tasks and "late11" in s.tasks
+
+
+def test_bounds_hold_for_every_index():
+    s = State(max_tasks_in_memory=100, max_workers_in_memory=5)
+    for i in range(3000):
+        s.event(ev("task-received", hostname=f"w{i % 50}@h", clock=i, uuid=f"t{i}",
+                   name=f"name{i}", parent_id=f"missing{i}"))
+        if i % 3 == 0:
+            s.event(ev("task-succeeded", hostname=f"w{i % 50}@h", clock=i, uuid=f"t{i}"))
+    assert len(s.tasks) == 100
+    assert len(s.workers) <= 5
+    assert len(s.tasks_by_type) <= 100
+    assert len(s._tasks_to_resolve) <= 100
+    assert len(s._order) <= 2 * 100 + 64 + 1 and len(s._ready) <= 2 * 100 + 64 + 1
+    assert sum(len(v) for v in s.tasks_by_worker._ids.values()) <= 100
