@@ -28,6 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from kombu import Connection, Exchange, Queue
 from kombu.transport import filesystem
+from kombu.transport.base import to_rabbitmq_queue_arguments
 from kombu.utils.encoding import bytes_to_str, str_to_bytes
 from kombu.utils.json import dumps, loads
 
@@ -155,6 +156,11 @@ class EmbeddedChannel(filesystem.Channel):
         self._touched: dict[str, float] = {}
         self._meta_cache: dict[str, tuple[float, dict | None]] = {}
         self._auto_delete: set[str] = set()
+
+    def prepare_queue_arguments(self, arguments: Any, **kwargs: Any) -> Any:
+        # kombu builds x-message-ttl/x-expires only for AMQP; build them here too
+        # so that the queue metadata below can honour them.
+        return to_rabbitmq_queue_arguments(arguments, **kwargs)
 
     def queue_declare(self, queue: str | None = None, passive: bool = False, **kwargs: Any
                       ) -> Any:

@@ -109,6 +109,14 @@ class EventReceiver(ConsumerMixin):
 
     def on_consume_ready(self, connection: Connection, channel: Any, consumers: Any,
                          wakeup: bool = True, **kwargs: Any) -> None:
+        if connection.transport.driver_type == "redis":
+            # kombu subscribes to Redis PUB/SUB on the first poll; poll once now
+            # so that the heartbeats the wake-up asks for are not published to
+            # nobody (Celery loses them).
+            try:
+                connection.drain_events(timeout=0.05)
+            except (TimeoutError, OSError):
+                pass
         if wakeup:
             self.wakeup_workers(channel=channel)
 
