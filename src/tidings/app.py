@@ -124,3 +124,86 @@ def default_app() -> App:
     if _default_app is None:
         _default_app = App("default")
     return _default_app
+
+
+class AppLoadError(ImportError):
+    """``-A`` named something that is not an app; the message says what went wrong."""
+
+
+#: Settings a Celery app's configuration supplies when Tidings watches its cluster.
+CELERY_SHARED_SETTINGS = (
+    "event_exchange", "event_queue_prefix", "event_queue_ttl", "event_queue_expires",
+    "event_queue_exclusive", "event_queue_durable", "event_serializer",
+    "worker_send_task_events", "task_send_sent_event", "accept_content", "task_serializer",
+    "control_exchange", "control_queue_ttl", "control_queue_expires",
+    "control_queue_exclusive", "control_queue_durable", "broker_transport_options",
+    "broker_connection_timeout",
+)
+
+
+def is_celery_app(obj: Any) -> bool:
+    """Duck-typed, so that Celery is never imported by Tidings itself."""
+    return (type(obj).__module__.split(".")[0] == "celery" and hasattr(obj, "conf")
+            and hasattr(obj, "connection_for_read"))
+
+
+def app_from_celery(celery_app: Any) -> App:
+    """A Tidings App that talks to the same broker and exchanges as ``celery_app``."""
+    conf = celery_app.conf
+    settings: dict[str, Any] = {}
+    for name in CELERY_SHARED_SETTINGS:
+        value = conf.get(name)
+        if value is not None:
+            settings[name] = list(value) if name == "accept_content" else value
+    broker = conf.get("broker_url") or conf.get("broker_read_url")
+    if not broker:
+        broker = celery_app.connection_for_read().as_uri(include_password=True)
+    return App(getattr(celery_app, "main", None), broker=broker, **settings)
+
+
+def load_app(spec: str) -> App:
+    """``module`` or ``module:attribute`` -> a Tidings App (a Celery app is converted).
+
+    With only a module, its ``app`` or ``celery`` attribute is used, else the
+    one App (or Celery app) it defines.
+    """
+    import importlib
+    import sys
+
+    module_name, _, attribute = spec.partition(":")
+    if not module_name:
+        raise AppLoadError(f"invalid app {spec!r}: expected module or module:attribute")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise AppLoadError(f"cannot import {module_name!r}: no module named {exc.name!r}"
+                               ) from None
+        raise AppLoadError(f"importing {module_name!r} failed: {exc}") from None
+    except Exception as exc:
+        raise AppLoadError(f"importing {module_name!r} failed: {exc!r}") from None
+    if attribute:
+        obj: Any = module
+        for part in attribute.split("."):
+            try:
+                obj = getattr(obj, part)
+            except AttributeError:
+                raise AppLoadError(f"module {module_name!r} has no attribute {attribute!r}"
+                                   ) from None
+    else:
+        candidates = [getattr(module, n) for n in ("app", "celery") if hasattr(module, n)]
+        candidates = [c for c in candidates if isinstance(c, App) or is_celery_app(c)]
+        if not candidates:
+            candidates = [v for v in vars(module).values()
+                          if isinstance(v, App) or is_celery_app(v)]
+        if not candidates:
+            raise AppLoadError(f"module {module_name!r} defines no Tidings or Celery app "
+                               f"(name it: -A {module_name}:attribute)")
+        obj = candidates[0]
+    if isinstance(obj, App):
+        return obj
+    if is_celery_app(obj):
+        return app_from_celery(obj)
+    raise AppLoadError(f"{spec!r} is a {type(obj).__name__}, not a Tidings App or Celery app")

@@ -22,6 +22,7 @@ Differences from Celery:
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid as _uuid
 from collections import Counter
@@ -34,7 +35,7 @@ from kombu.mixins import ConsumerMixin
 
 from ..app import App, default_app
 from ..protocol.events import CLIENT_CLOCK_SKEW, InvalidEvent, validate_event
-from ..transport import event_queue, get_exchange
+from ..transport import event_queue, get_exchange, redact_url
 
 logger = logging.getLogger("tidings.events.receiver")
 
@@ -100,6 +101,12 @@ class EventReceiver(ConsumerMixin):
         #: Events handed to a handler (or to nobody, when no handler matches).
         self.event_count = 0
         self._logged_causes: set[str] = set()
+        #: Called on every loop iteration, idle ones included (about once a second).
+        self.on_tick: Callable[[], Any] | None = None
+
+    def on_iteration(self) -> None:
+        if self.on_tick is not None:
+            self.on_tick()
 
     # -- consuming -----------------------------------------------------------------------
 
@@ -213,3 +220,82 @@ class EventReceiver(ConsumerMixin):
                            "(see EventReceiver.errors)", cause, detail, exc_info=exc_info)
         else:
             logger.debug("Skipped event input (%s): %s", cause, detail)
+
+
+def consume_forever(
+    app: App,
+    handlers: dict[str, Handler],
+    stop: threading.Event,
+    *,
+    on_tick: Callable[[], Any] | None = None,
+    on_status: Callable[[str], Any] | None = None,
+    wakeup: bool = True,
+    connect_retries: int = 3,
+    receiver_factory: Callable[..., EventReceiver] | None = None,
+) -> EventReceiver | None:
+    """Receive events until ``stop`` is set, reconnecting whenever the broker goes away.
+
+    The first connection is tried ``connect_retries`` times and then raises
+    kombu's ``OperationalError`` (so a command can say the broker is
+    unreachable); once connected, a lost connection is retried forever with
+    back-off, reporting through ``on_status``.  Returns the last receiver
+    (its ``errors`` tell what was skipped).
+    """
+    say = on_status or (lambda text: logger.warning("%s", text))
+    factory = receiver_factory or EventReceiver
+    connected_once = False
+    receiver = None
+    delay = 1.0
+    while not stop.is_set():
+        conn = app.connection_for_read()
+        try:
+            if not connected_once:
+                conn.ensure_connection(max_retries=connect_retries, interval_start=0.5,
+                                       interval_step=0.5, interval_max=2.0)
+            previous = receiver
+            receiver = factory(conn, handlers=handlers, app=app)
+            if previous is not None:
+                receiver.errors.update(previous.errors)
+                receiver.event_count = previous.event_count
+            receiver.on_tick = _ticker(receiver, stop, on_tick)
+            receiver.connect_max_retries = None
+
+            def on_connection_error(exc: Exception, interval: float) -> None:
+                if stop.is_set():
+                    raise ConnectionAbortedError("stopping")
+                say(f"Cannot connect to {redact_url(app.conf.broker_url)}: {exc}; "
+                    f"retrying in {interval:.1f}s")
+
+            receiver.on_connection_error = on_connection_error
+            if connected_once:
+                say(f"Reconnecting to {redact_url(app.conf.broker_url)}")
+            connected_once = True
+            for _ in receiver.itercapture(limit=None, timeout=None, wakeup=wakeup):
+                delay = 1.0
+        except ConnectionAbortedError:
+            break
+        except (*conn.connection_errors, *conn.channel_errors, OSError) as exc:
+            if not connected_once:
+                raise
+            if stop.is_set():
+                break
+            say(f"Connection to {redact_url(app.conf.broker_url)} lost: {exc!r}; "
+                f"reconnecting in {delay:.0f}s")
+            stop.wait(delay)
+            delay = min(delay * 2, 16.0)
+        finally:
+            try:
+                conn.close()
+            except Exception:
+                pass
+    return receiver
+
+
+def _ticker(receiver: EventReceiver, stop: threading.Event,
+            on_tick: Callable[[], Any] | None) -> Callable[[], None]:
+    def tick() -> None:
+        if stop.is_set():
+            receiver.should_stop = True
+        if on_tick is not None:
+            on_tick()
+    return tick

@@ -217,6 +217,15 @@ class Worker:
         for key, value in (dict(f or {}, **kw)).items():
             setattr(self, key, value)
 
+    def _clone(self) -> Worker:
+        """An independent copy, for snapshots."""
+        new = Worker.__new__(self.__class__)
+        for name in self._fields:
+            setattr(new, name, getattr(self, name))
+        new.heartbeats = list(self.heartbeats)
+        new.__dict__.update(self.__dict__)
+        return new
+
     @property
     def status_string(self) -> str:
         return "ONLINE" if self.alive else "OFFLINE"
@@ -417,11 +426,31 @@ class Task:
         cluster = self.cluster_state
         return cluster.tasks.get(rid) if rid and cluster is not None else None
 
+    def _clone(self, cluster_state: Any) -> Task:
+        """A copy that later events do not change, for snapshots."""
+        new = Task.__new__(self.__class__)
+        get = object.__getattribute__
+        for name in _TASK_COPIED:
+            try:
+                value = get(self, name)
+            except AttributeError:
+                continue
+            setattr(new, name, value)
+        children = self._children
+        new._children = set(children) if children else None
+        new.cluster_state = cluster_state
+        if self.__dict__:
+            new.__dict__.update(self.__dict__)
+        return new
+
     def _add_child(self, uuid: str) -> None:
         if self._children is None:
             self._children = {uuid}
         else:
             self._children.add(uuid)
+
+
+_TASK_COPIED = ("uuid", "_first", "_last", *_TASK_DEFAULTS)
 
 
 def _slot_is_set(obj: Any, name: str) -> bool:
@@ -595,6 +624,10 @@ class State:
         self._ready: deque[str] = deque()  # uuids in the order they became ready
         #: Tasks dropped to stay within ``max_tasks_in_memory``, by reason.
         self.evicted = {"ready": 0, "unready": 0}
+        #: uuids of tasks changed since :meth:`take_changes` (None: not tracked).
+        self._dirty: set[str] | None = None
+        #: Bumped whenever tasks are cleared, so snapshot takers start afresh.
+        self._generation = 0
         for task in dict.values(self.tasks):
             task.cluster_state = self
         self.rebuild_taskheap()
@@ -620,11 +653,24 @@ class State:
                 if clear_after:
                     self._clear()
 
+    def track_changes(self) -> None:
+        """Start recording which tasks change (used by cameras; costs one set add per event)."""
+        with self._mutex:
+            if self._dirty is None:
+                self._dirty = set()
+
+    def take_changes(self) -> set[str]:
+        """uuids of the tasks changed or dropped since the last call (hold the lock)."""
+        changed = self._dirty or set()
+        self._dirty = set()
+        return changed
+
     def clear_tasks(self, ready: bool = True) -> None:
         with self._mutex:
             return self._clear_tasks(ready)
 
     def _clear_tasks(self, ready: bool = True) -> None:
+        self._generation += 1
         if ready:
             keep = {u: t for u, t in dict.items(self.tasks) if t.state not in READY_STATES}
             dict.clear(self.tasks)
@@ -844,6 +890,9 @@ class State:
 
         if subject == "received":
             self.task_count += 1
+        dirty = self._dirty
+        if dirty is not None:
+            dirty.add(uuid)
 
         task.event(subject, timestamp, local_received, event)
 
@@ -927,6 +976,8 @@ class State:
     def _forget(self, task: Task) -> None:
         uuid = task.uuid
         dict.pop(self.tasks, uuid, None)
+        if self._dirty is not None:
+            self._dirty.add(uuid)
         if task.name is not None:
             self.tasks_by_type.discard(task.name, uuid)
         if task.worker is not None:

@@ -1,0 +1,1 @@
+"""The ``tidings`` command line: thin click commands wiring the layers together."""

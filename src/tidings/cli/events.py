@@ -1,0 +1,296 @@
+"""``tidings events``: dump events, run a snapshot camera, or (later) the live monitor.
+
+Mode precedence is Celery's: ``--dump`` (or ``--json``), then ``--camera``,
+then the live monitor.  ``-d`` is ``--detach``; ``--dump`` has no short flag
+(in Celery both claimed ``-d``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+import click
+from kombu.exceptions import OperationalError
+from kombu.utils.imports import symbol_by_name
+
+from ..daemon import DaemonError, Pidfile, drop_privileges, parse_umask
+from ..daemon import detach as daemonize
+from ..events.dumper import Dumper, EventFilter
+from ..events.log import replay as replay_file
+from ..events.receiver import EventReceiver, consume_forever
+from ..transport import redact_url
+from ..utils.rates import parse_rate
+from .main import EX_UNAVAILABLE, CommandError, Context, setup_logging
+
+logger = logging.getLogger("tidings.cli.events")
+logger.setLevel(logging.INFO)  # its "-> ..." progress lines show at the default level
+
+
+def set_process_title(mode: str) -> None:
+    """``tidings events:<mode> <arguments>`` (passwords in URLs hidden)."""
+    try:
+        from setproctitle import setproctitle
+    except ImportError:  # optional: titles are a convenience
+        return
+    args = " ".join(redact_url(a) if "://" in a else a for a in sys.argv[1:])
+    setproctitle(f"tidings events:{mode} {args}".rstrip())
+
+
+def _check_rate(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    try:
+        parse_rate(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
+def _check_positive(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    if value is not None and value <= 0:
+        raise click.BadParameter("must be positive")
+    return value
+
+
+def _check_umask(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    try:
+        parse_umask(value)
+    except DaemonError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
+@click.command("events")
+@click.option("--dump", is_flag=True, help="Print every event as it arrives (Celery's format).")
+@click.option("--json", "json_lines", is_flag=True,
+              help="Print events as NDJSON, one object per line (implies --dump).")
+@click.option("--type", "types", multiple=True, metavar="GLOB",
+              help="Only events whose type matches (repeatable), e.g. 'task-*'.")
+@click.option("--hostname", "hostnames", multiple=True, metavar="GLOB",
+              help="Only events from matching hosts (repeatable).")
+@click.option("--task-name", "task_names", multiple=True, metavar="GLOB",
+              help="Only task events of matching task names (repeatable).")
+@click.option("--replay", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+              help="Read events from an NDJSON file instead of the broker.")
+@click.option("-c", "--camera", metavar="CLASS",
+              help="Snapshot camera class (dotted path), e.g. tidings.cameras.SQLCamera.")
+@click.option("-F", "--frequency", "--freq", "frequency", type=float, default=1.0,
+              show_default=True, callback=_check_positive, help="Seconds between snapshots.")
+@click.option("-r", "--maxrate", callback=_check_rate, metavar="RATE",
+              help="Snapshot rate limit: N/s, N/m, N/h or N (per second).")
+@click.option("--db", envvar="TIDINGS_CAMERA_DB", metavar="URL",
+              help="Database URL for tidings.cameras.SQLCamera (default: a SQLite file).")
+@click.option("--retention", envvar="TIDINGS_CAMERA_RETENTION", metavar="DURATION",
+              help="SQLCamera: delete rows older than this (e.g. 7d, 12h; default 7d).")
+@click.option("--max-tasks", type=int, callback=_check_positive,
+              help="Tasks kept in memory (State bound, default 10000).")
+@click.option("-d", "--detach", is_flag=True, help="Run the camera in the background.")
+@click.option("--pidfile", type=click.Path(dir_okay=False), help="Pid file (camera mode).")
+@click.option("-f", "--logfile", type=click.Path(dir_okay=False),
+              help="Log file (default: stderr).")
+@click.option("--uid", help="Drop privileges to this user (name or number).")
+@click.option("--gid", help="Drop privileges to this group (name or number).")
+@click.option("--umask", callback=_check_umask, help="File creation mask, e.g. 022.")
+@click.option("--workdir", "daemon_workdir", type=click.Path(file_okay=False),
+              help="Working directory of the detached camera.")
+@click.pass_obj
+def events(obj: Context, dump: bool, json_lines: bool, types: tuple[str, ...],
+           hostnames: tuple[str, ...], task_names: tuple[str, ...], replay: str | None,
+           camera: str | None, frequency: float, maxrate: str | None, db: str | None,
+           retention: str | None, max_tasks: int | None, detach: bool, pidfile: str | None,
+           logfile: str | None, uid: str | None, gid: str | None, umask: str | None,
+           daemon_workdir: str | None) -> None:
+    """Dump events (--dump), photograph the cluster (--camera), or watch it live."""
+    event_filter = EventFilter(types, hostnames, task_names)
+    daemon_opts = {"--detach": detach, "--pidfile": pidfile, "--uid": uid, "--gid": gid,
+                   "--umask": umask, "--workdir": daemon_workdir}
+    dump = dump or json_lines
+    if dump or not camera:
+        given = [name for name, value in daemon_opts.items() if value]
+        if given:
+            verb = "applies" if len(given) == 1 else "apply"
+            raise click.UsageError(f"{', '.join(given)} {verb} only with --camera")
+    if dump:
+        set_process_title("dump")
+        if logfile:
+            setup_logging(obj.loglevel, logfile)
+        return run_dump(obj, json_lines, event_filter, replay)
+    if camera:
+        return run_camera(obj, camera, frequency, maxrate, db, retention, max_tasks,
+                          event_filter, replay, detach=detach, pidfile=pidfile,
+                          logfile=logfile, uid=uid, gid=gid, umask=umask,
+                          workdir=daemon_workdir)
+    raise click.UsageError(
+        "the live terminal monitor is not part of this version yet; "
+        "use --dump to print events or --camera CLASS to take snapshots")
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    def handler(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def _unreachable(obj: Context, exc: Exception) -> CommandError:
+    return CommandError(
+        f"cannot connect to the broker at {redact_url(obj.app.conf.broker_url)}: {exc}",
+        exit_code=EX_UNAVAILABLE)
+
+
+def _status(text: str) -> None:
+    click.echo(f"-> {text}", err=True)
+
+
+def run_dump(obj: Context, json_lines: bool, event_filter: EventFilter,
+             replay: str | None) -> None:
+    app = obj.app
+    dumper = Dumper(sys.stdout, json_lines=json_lines, event_filter=event_filter)
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    try:
+        if replay:
+            stats = replay_file(replay, dumper.on_event, receiver=_offline_receiver(app),
+                                should_stop=stop.is_set)
+            dumper.flush()
+            click.echo(f"-> {stats}", err=True)
+            return
+        click.echo("-> evdump: starting capture...", err=True)
+        try:
+            receiver = consume_forever(app, {"*": dumper.on_event}, stop, on_tick=dumper.tick,
+                                       on_status=_status)
+        except OperationalError as exc:
+            raise _unreachable(obj, exc) from None
+        _report_skipped(receiver)
+    finally:
+        dumper.flush()
+
+
+def _offline_receiver(app: Any) -> EventReceiver:
+    """A receiver used only for its clock rules (never connects)."""
+    return EventReceiver(app.connection_for_read(), app=app)
+
+
+def _report_skipped(receiver: EventReceiver | None) -> None:
+    if receiver is not None and receiver.errors:
+        causes = ", ".join(f"{k}: {v}" for k, v in sorted(receiver.errors.items()))
+        click.echo(f"-> skipped malformed input ({causes})", err=True)
+
+
+def load_camera(path: str) -> type:
+    try:
+        cls = symbol_by_name(path)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise CommandError(f"cannot load camera {path!r}: {exc}") from None
+    if not (callable(cls) and callable(getattr(cls, "install", None))
+            and callable(getattr(cls, "cancel", None))):
+        raise CommandError(
+            f"{path!r} is not a camera: a camera is a class with install() and cancel() "
+            "(subclass tidings.events.snapshot.Polaroid)")
+    return cls
+
+
+def _camera_kwargs(cls: type, db: str | None, retention: str | None) -> dict[str, Any]:
+    extra = {"db": db, "retention": retention}
+    given = {k: v for k, v in extra.items() if v is not None}
+    if not given:
+        return {}
+    try:
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        params = {}
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    unknown = [k for k in given if k not in params and not takes_any]
+    if unknown:
+        raise click.UsageError(
+            f"--{unknown[0]} is not an option of camera {cls.__module__}.{cls.__name__}")
+    return given
+
+
+def run_camera(obj: Context, camera: str, frequency: float, maxrate: str | None,
+               db: str | None, retention: str | None, max_tasks: int | None,
+               event_filter: EventFilter, replay: str | None, *, detach: bool,
+               pidfile: str | None, logfile: str | None, uid: str | None, gid: str | None,
+               umask: str | None, workdir: str | None) -> None:
+    app = obj.app
+    cls = load_camera(camera)
+    extra = _camera_kwargs(cls, db, retention)
+    if retention is not None:
+        from ..cameras import parse_duration
+
+        try:
+            parse_duration(retention)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--retention'") from None
+    if not replay:
+        # Say so now, in the terminal, rather than in a daemon's log.
+        try:
+            with app.connection_for_read() as conn:
+                conn.ensure_connection(max_retries=3, interval_start=0.5, interval_step=0.5)
+        except OperationalError as exc:
+            raise _unreachable(obj, exc) from None
+    pid_lock = None
+    try:
+        if detach:
+            pid_lock = daemonize(logfile=logfile, pidfile=pidfile, uid=uid, gid=gid,
+                                 umask=umask, workdir=workdir)
+            setup_logging(obj.loglevel)  # stderr is the log file now
+        else:
+            if logfile:
+                setup_logging(obj.loglevel, logfile)
+            drop_privileges(uid, gid)
+            mask = parse_umask(umask)
+            if mask is not None:
+                os.umask(mask)
+            if pidfile:
+                pid_lock = Pidfile(pidfile)
+                pid_lock.acquire()
+    except DaemonError as exc:
+        raise CommandError(str(exc)) from None
+    set_process_title("cam")
+    try:
+        _run_camera(app, cls, frequency, maxrate, extra, max_tasks, event_filter, replay)
+    finally:
+        if pid_lock is not None:
+            pid_lock.release()
+
+
+def _run_camera(app: Any, cls: type, frequency: float, maxrate: str | None,
+                extra: dict[str, Any], max_tasks: int | None, event_filter: EventFilter,
+                replay: str | None) -> None:
+    state = app.events.State(**({"max_tasks_in_memory": max_tasks} if max_tasks else {}))
+    try:
+        cam = cls(state, app=app, freq=frequency, maxrate=maxrate, **extra)
+    except Exception as exc:
+        raise CommandError(f"cannot start camera {cls.__name__}: {exc}") from None
+    feed = state.event
+    if event_filter:
+        def feed(event: dict[str, Any]) -> None:
+            if event_filter(event):
+                state.event(event)
+    logger.info("-> evcam: Taking snapshots with %s.%s (every %s secs.)",
+                   cls.__module__, cls.__qualname__, frequency)
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    cam.install()
+    try:
+        if replay:
+            stats = replay_file(replay, feed, receiver=_offline_receiver(app),
+                                should_stop=stop.is_set)
+            logger.info("-> %s", stats)
+        else:
+            receiver = consume_forever(app, {"*": feed}, stop,
+                                       on_status=lambda text: logger.warning("-> %s", text))
+            if receiver is not None and receiver.errors:
+                logger.warning("-> skipped malformed input: %s", dict(receiver.errors))
+    finally:
+        cam.cancel()
+        timer = getattr(cam, "timer", None)
+        if timer is not None and hasattr(timer, "stop"):
+            timer.stop()
+        logger.info("-> evcam: stopped after %s shots", getattr(cam, "shots", "?"))

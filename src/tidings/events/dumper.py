@@ -1,0 +1,155 @@
+"""Print events as they arrive: Celery's human format, or NDJSON.
+
+The text format is line-for-line the one ``celery events --dump`` prints, so
+scripts written against Celery's output keep working.  ``--json`` prints one
+JSON object per line (the event as received, ``local_received`` included)
+for ``jq`` and log shippers.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from fnmatch import fnmatchcase
+from typing import IO, Any
+
+from ..protocol.events import humanize_type
+
+#: How many task labels (name, args) are remembered for later events of a task.
+TASK_NAMES_MAX = 4095
+
+
+class _LabelCache(OrderedDict):
+    def remember(self, uuid: Any, label: Any) -> None:
+        self[uuid] = label
+        self.move_to_end(uuid)
+        if len(self) > TASK_NAMES_MAX:
+            self.popitem(last=False)
+
+
+def format_timestamp(ts: Any) -> str:
+    try:
+        return str(datetime.fromtimestamp(ts, timezone.utc))
+    except (TypeError, ValueError, OverflowError, OSError):
+        return str(ts)
+
+
+class EventFilter:
+    """Which events to keep: glob patterns on type, hostname and task name.
+
+    Patterns of one kind are alternatives; different kinds must all match.
+    A task-name filter keeps only task events whose task name (from the
+    event, or remembered from the task's ``task-sent``/``task-received``)
+    matches.
+    """
+
+    def __init__(self, types: Iterable[str] = (), hostnames: Iterable[str] = (),
+                 task_names: Iterable[str] = ()) -> None:
+        self.types = tuple(types)
+        self.hostnames = tuple(hostnames)
+        self.task_names = tuple(task_names)
+        self._names: _LabelCache = _LabelCache()
+
+    def __bool__(self) -> bool:
+        return bool(self.types or self.hostnames or self.task_names)
+
+    def __call__(self, event: dict[str, Any]) -> bool:
+        type_ = str(event.get("type", ""))
+        if self.task_names and type_.startswith("task-"):
+            name = event.get("name")
+            uuid = event.get("uuid")
+            if name is not None:
+                self._names.remember(uuid, name)
+            else:
+                name = self._names.get(uuid)
+        if self.types and not any(fnmatchcase(type_, p) for p in self.types):
+            return False
+        if self.hostnames and not any(
+                fnmatchcase(str(event.get("hostname", "")), p) for p in self.hostnames):
+            return False
+        if self.task_names:
+            if not type_.startswith("task-") or name is None:
+                return False
+            if not any(fnmatchcase(str(name), p) for p in self.task_names):
+                return False
+        return True
+
+
+class Dumper:
+    """Writes each event to ``out``.
+
+    Output is flushed after every line when ``out`` is a terminal, and
+    otherwise at most once a second (:meth:`tick`) and at exit, so that
+    ``tidings events --dump > file`` does not cost a system call per event.
+    """
+
+    def __init__(self, out: IO[str] | None = None, json_lines: bool = False,
+                 event_filter: EventFilter | None = None,
+                 line_buffered: bool | None = None) -> None:
+        self.out = out or sys.stdout
+        self.json_lines = json_lines
+        self.filter = event_filter or EventFilter()
+        if line_buffered is None:
+            try:
+                line_buffered = self.out.isatty()
+            except (AttributeError, ValueError):
+                line_buffered = False
+        self.line_buffered = line_buffered
+        self._labels: _LabelCache = _LabelCache()
+        self._last_flush = time.monotonic()
+        self.printed = 0
+
+    def say(self, line: str) -> None:
+        self.out.write(line + "\n")
+        if self.line_buffered:
+            self.out.flush()
+
+    def tick(self) -> None:
+        """Flush if a second passed since the last flush (called while idle, too)."""
+        now = time.monotonic()
+        if now - self._last_flush >= 1.0:
+            self.flush()
+
+    def flush(self) -> None:
+        self._last_flush = time.monotonic()
+        try:
+            self.out.flush()
+        except (OSError, ValueError):
+            pass
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        if self.filter and not self.filter(event):
+            return
+        if self.json_lines:
+            line = json.dumps(event, ensure_ascii=False, default=repr)
+        else:
+            line = self.format(event)
+        self.say(line)
+        self.printed += 1
+        if not self.line_buffered:
+            self.tick()
+
+    def format(self, event: dict[str, Any]) -> str:
+        """One event in Celery's ``evdump`` wording (a missing key never raises)."""
+        event = dict(event)
+        timestamp = format_timestamp(event.pop("timestamp", None))
+        type_ = str(event.pop("type", "")).lower()
+        hostname = event.pop("hostname", None)
+        if type_.startswith("task-"):
+            uuid = event.pop("uuid", None)
+            if type_ in ("task-received", "task-sent"):
+                label = (f"{event.pop('name', None)}({uuid}) "
+                         f"args={event.pop('args', None)} kwargs={event.pop('kwargs', None)}")
+                self._labels.remember(uuid, label)
+            else:
+                label = self._labels.get(uuid, "")
+            fields = ", ".join(f"{key}={event[key]}" for key in sorted(event, key=str))
+            sep = ":" if fields else ""
+            return f"{hostname} [{timestamp}] {humanize_type(type_)}{sep} {label} {fields}"
+        fields = ", ".join(f"{key}={event[key]}" for key in sorted(event, key=str))
+        sep = ":" if fields else ""
+        return f"{hostname} [{timestamp}] {humanize_type(type_)}{sep} {fields}"
