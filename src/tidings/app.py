@@ -181,9 +181,9 @@ def load_app(spec: str) -> App:
         if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
             raise AppLoadError(f"cannot import {module_name!r}: no module named {exc.name!r}"
                                ) from None
-        raise AppLoadError(f"importing {module_name!r} failed: {exc}") from None
+        raise AppLoadError(f"importing {module_name!r} failed: {exc}") from exc
     except Exception as exc:
-        raise AppLoadError(f"importing {module_name!r} failed: {exc!r}") from None
+        raise AppLoadError(f"importing {module_name!r} failed: {exc!r}") from exc
     if attribute:
         obj: Any = module
         for part in attribute.split("."):

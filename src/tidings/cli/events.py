@@ -165,7 +165,7 @@ def run_dump(obj: Context, json_lines: bool, event_filter: EventFilter,
             receiver = consume_forever(app, {"*": dumper.on_event}, stop, on_tick=dumper.tick,
                                        on_status=_status)
         except OperationalError as exc:
-            raise _unreachable(obj, exc) from None
+            raise _unreachable(obj, exc) from exc
         _report_skipped(receiver)
     finally:
         dumper.flush()
@@ -186,7 +186,7 @@ def load_camera(path: str) -> type:
     try:
         cls = symbol_by_name(path)
     except (ImportError, AttributeError, ValueError) as exc:
-        raise CommandError(f"cannot load camera {path!r}: {exc}") from None
+        raise CommandError(f"cannot load camera {path!r}: {exc}") from exc
     if not (callable(cls) and callable(getattr(cls, "install", None))
             and callable(getattr(cls, "cancel", None))):
         raise CommandError(
@@ -233,7 +233,14 @@ def run_camera(obj: Context, camera: str, frequency: float, maxrate: str | None,
             with app.connection_for_read() as conn:
                 conn.ensure_connection(max_retries=3, interval_start=0.5, interval_step=0.5)
         except OperationalError as exc:
-            raise _unreachable(obj, exc) from None
+            raise _unreachable(obj, exc) from exc
+    # Import now what the camera loads lazily: after --uid the code's folder
+    # may no longer be readable.
+    app.control  # noqa: B018 - builds the remote-control client used for wake-ups
+    try:
+        import setproctitle  # noqa: F401
+    except ImportError:
+        pass
     pid_lock = None
     try:
         if detach:
@@ -251,7 +258,7 @@ def run_camera(obj: Context, camera: str, frequency: float, maxrate: str | None,
                 pid_lock = Pidfile(pidfile)
                 pid_lock.acquire()
     except DaemonError as exc:
-        raise CommandError(str(exc)) from None
+        raise CommandError(str(exc)) from exc
     set_process_title("cam")
     try:
         _run_camera(app, cls, frequency, maxrate, extra, max_tasks, event_filter, replay)
@@ -267,7 +274,7 @@ def _run_camera(app: Any, cls: type, frequency: float, maxrate: str | None,
     try:
         cam = cls(state, app=app, freq=frequency, maxrate=maxrate, **extra)
     except Exception as exc:
-        raise CommandError(f"cannot start camera {cls.__name__}: {exc}") from None
+        raise CommandError(f"cannot start camera {cls.__name__}: {exc}") from exc
     feed = state.event
     if event_filter:
         def feed(event: dict[str, Any]) -> None:
@@ -285,7 +292,7 @@ def _run_camera(app: Any, cls: type, frequency: float, maxrate: str | None,
             logger.info("-> %s", stats)
         else:
             receiver = consume_forever(app, {"*": feed}, stop,
-                                       on_status=lambda text: logger.warning("-> %s", text))
+                                       on_status=lambda text: logger.info("-> %s", text))
             if receiver is not None and receiver.errors:
                 logger.warning("-> skipped malformed input: %s", dict(receiver.errors))
     finally:

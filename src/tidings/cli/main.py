@@ -20,11 +20,19 @@ EX_UNAVAILABLE = 69
 
 
 class CommandError(click.ClickException):
-    """A user-facing error: printed as one line, no traceback."""
+    """A user-facing error: printed as one line; with ``-l debug``, its cause's traceback too."""
 
     def __init__(self, message: str, exit_code: int = 1) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+    def show(self, file: Any = None) -> None:
+        cause = self.__cause__ or self.__context__
+        if cause is not None and logging.getLogger().isEnabledFor(logging.DEBUG):
+            import traceback
+
+            traceback.print_exception(cause, file=sys.stderr)
+        super().show(file)
 
 
 class Context:
@@ -48,7 +56,7 @@ class Context:
                 if self.broker:
                     app.conf.broker_url = self.broker
             except (AppLoadError, ImproperlyConfigured) as exc:
-                raise CommandError(str(exc)) from None
+                raise CommandError(str(exc)) from exc
             self._app = app
         return self._app
 

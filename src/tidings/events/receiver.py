@@ -267,8 +267,7 @@ def consume_forever(
                     f"retrying in {interval:.1f}s")
 
             receiver.on_connection_error = on_connection_error
-            if connected_once:
-                say(f"Reconnecting to {redact_url(app.conf.broker_url)}")
+            receiver.on_consume_ready = _announce(receiver.on_consume_ready, say, app)
             connected_once = True
             for _ in receiver.itercapture(limit=None, timeout=None, wakeup=wakeup):
                 delay = 1.0
@@ -289,6 +288,14 @@ def consume_forever(
             except Exception:
                 pass
     return receiver
+
+
+def _announce(on_consume_ready: Callable[..., Any], say: Callable[[str], Any], app: App
+              ) -> Callable[..., Any]:
+    def announce(*args: Any, **kwargs: Any) -> None:
+        on_consume_ready(*args, **kwargs)
+        say(f"connected to {redact_url(app.conf.broker_url)}, receiving events")
+    return announce
 
 
 def _ticker(receiver: EventReceiver, stop: threading.Event,
