@@ -271,7 +271,7 @@ def test_stale_pidfile_replaced_and_second_instance_refused(amqp_url, tmp_path):
         dead.wait()
         pidfile = tmp_path / "cam.pid"
         pidfile.write_text(f"{dead.pid}\n")
-        result, pidfile, logfile, _ = start_detached(app, tmp_path)
+        result, pidfile, _, _ = start_detached(app, tmp_path)
         assert result.returncode == 0
         assert wait_for(lambda: pidfile.read_text().strip() not in ("", str(dead.pid)))
         pid = int(pidfile.read_text())
