@@ -448,3 +448,34 @@ def test_tracebacks_only_with_debug(tmp_path):
     loud = run(["-l", "debug", "-A", "explodes", "events", "--dump"], env)
     assert "Traceback" in loud.stderr and "RuntimeError: boom at import" in loud.stderr
     assert loud.returncode == 1
+
+
+def test_camera_reconnects_after_a_broker_outage(amqp_url, tmp_path):
+    from tests.cli.proxy import Proxy
+
+    app, declared = make_app(amqp_url)
+    proxy = Proxy(5672)
+    proxy.start()
+    shots = tmp_path / "shots.jsonl"
+    via_proxy = f"amqp://guest:guest@127.0.0.1:{proxy.port}//"
+    cli = Running(["-b", via_proxy, "events", "-c", "tests.cli.cameras.FileCamera", "-F",
+                   "0.2"], cli_env(app, TEST_CAMERA_OUT=str(shots)), tmp_path)
+    try:
+        cli.wait_ready()
+        before = publish_cluster(app, hostname="w1@before", tasks=1)
+        assert wait_for(lambda: any(before[0] in s["tasks"] for s in camera_shots(shots)))
+        proxy.cut()
+        assert wait_for(lambda: "lost" in cli.stderr, 20), cli.stderr
+        time.sleep(1.5)
+        assert cli.proc.poll() is None  # still running, trying again
+        proxy.start()
+        assert wait_for(lambda: cli.stderr.count("receiving events") >= 2, 40), cli.stderr
+        after = publish_cluster(app, hostname="w1@after", tasks=1)
+        assert wait_for(lambda: any(after[0] in s["tasks"] for s in camera_shots(shots)), 20)
+        last = camera_shots(shots)[-1]
+        assert before[0] in last["tasks"]  # the state survived the outage
+        assert cli.stop() == 0
+    finally:
+        cli.stop()
+        proxy.cut()
+        cleanup_broker(amqp_url, declared)

@@ -429,13 +429,8 @@ class Task:
     def _clone(self, cluster_state: Any) -> Task:
         """A copy that later events do not change, for snapshots."""
         new = Task.__new__(self.__class__)
-        get = object.__getattribute__
-        for name in _TASK_COPIED:
-            try:
-                value = get(self, name)
-            except AttributeError:
-                continue
-            setattr(new, name, value)
+        for name in _TASK_COPIED:  # unset slots read as their defaults: no exceptions
+            setattr(new, name, getattr(self, name))
         children = self._children
         new._children = set(children) if children else None
         new.cluster_state = cluster_state
