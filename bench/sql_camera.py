@@ -92,6 +92,16 @@ def main() -> None:
 
     folder = tempfile.mkdtemp(prefix="tidings-bench-")
     db = args.db or f"sqlite:///{folder}/bench.sqlite"
+    schema = None
+    if db.startswith("postgresql"):
+        # work in a schema of our own, dropped at the end, never in the user's tables
+        import sqlalchemy
+
+        schema = f"tidings_bench_{os.getpid()}"
+        admin = sqlalchemy.create_engine(db)
+        with admin.begin() as conn:
+            conn.execute(sqlalchemy.text(f'create schema "{schema}"'))
+        db += ("&" if "?" in db else "?") + f"options=-csearch_path%3D{schema}"
     print(f"{args.tasks} tasks in State, {args.changed} changed before the shot; db: "
           f"{db.split('://')[0]}")
     print(f"{'':34}{'shot took':>11}{'ingest stall':>15}")
@@ -124,6 +134,9 @@ def main() -> None:
     print(f"shot time ratio tidings/celery: {tid_time / cel_time:.3f}x; "
           f"ingest stall ratio tidings/celery: {tid_stall / cel_stall:.4f}x")
     cam.cancel(final=False)
+    if schema is not None:
+        with admin.begin() as conn:
+            conn.execute(sqlalchemy.text(f'drop schema "{schema}" cascade'))
 
 
 if __name__ == "__main__":
