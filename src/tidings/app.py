@@ -41,6 +41,31 @@ class App:
         self.conf = Settings(explicit)
         #: One Lamport clock per app, shared by every dispatcher and receiver.
         self.clock = LamportClock()
+        #: Registered tasks by name.
+        self.tasks: dict[str, Any] = {}
+
+    def task(self, *args: Any, **options: Any) -> Any:
+        """Register a function as a task: ``@app.task`` or ``@app.task(name=..., bind=True)``.
+
+        Options: ``name``, ``bind``, ``max_retries``, ``default_retry_delay``,
+        ``acks_late``, ``ignore_result``, ``queue``.
+        """
+        from .task import task_decorator
+
+        return task_decorator(self, *args, **options)
+
+    def send_task(self, name: str, args: Any = None, kwargs: Any = None, **options: Any
+                  ) -> Any:
+        """Publish a task by name (it need not be registered here)."""
+        from .task import send_task
+
+        return send_task(self, name, args, kwargs, **options)
+
+    @cached_property
+    def publisher(self) -> Any:
+        from .task import Publisher
+
+        return Publisher(self)
 
     def __repr__(self) -> str:
         return f"<App {self.main or '__main__'} broker={redact_url(self.conf.broker_url)}>"

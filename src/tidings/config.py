@@ -122,6 +122,7 @@ SETTINGS: dict[str, Setting] = {
                 "Events a dispatcher keeps while the broker is unreachable (oldest dropped)."),
         Setting("worker_send_task_events", False, _to_bool, "Workers send task events (-E)."),
         Setting("task_send_sent_event", False, _to_bool, "Clients send task-sent events."),
+        Setting("task_default_queue", "celery", _to_str, "Queue of tasks sent without one."),
         Setting("accept_content", ["json"], _to_str_list, "Content types consumers accept."),
         Setting("task_serializer", "json", _to_str, "Serializer of task and control messages."),
         Setting("control_exchange", "celery", _to_str, "Remote-control exchange prefix."),

@@ -130,7 +130,7 @@ def connection_for(
         options.setdefault("control_folder", str(folder / "control"))
         options.setdefault("polling_interval", 0.05)
         return Connection(
-            f"{EMBEDDED_SCHEME}://",
+            f"{EMBEDDED_SCHEME}://localhost/",
             transport=EmbeddedTransport,
             transport_options=options,
             connect_timeout=connect_timeout,

@@ -95,9 +95,15 @@ def cli(ctx: click.Context, app_spec: str | None, broker: str | None, workdir: s
 
 
 def _register() -> None:
+    from .control import control
+    from .demo import demo
     from .events import events
+    from .worker import worker
 
+    cli.add_command(demo)
     cli.add_command(events)
+    cli.add_command(worker)
+    cli.add_command(control)
 
 
 _register()

@@ -1,0 +1,5 @@
+"""``python -m tidings``: the ``tidings`` command."""
+
+from .cli.main import main
+
+main()

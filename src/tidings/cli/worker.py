@@ -1,0 +1,71 @@
+"""``tidings worker``: run tasks and emit their events."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+from kombu.exceptions import OperationalError
+
+from ..transport import redact_url
+from .main import EX_UNAVAILABLE, CommandError, Context, setup_logging
+
+
+def _queues(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list[str]:
+    return [q.strip() for v in value for q in v.split(",") if q.strip()]
+
+
+@click.command("worker")
+@click.option("-E", "--task-events", "--events", "task_events", is_flag=True, default=None,
+              help="Send task events (else worker_send_task_events decides).")
+@click.option("-n", "--hostname", help="Node name, e.g. w1@%h (default tidings@<host>).")
+@click.option("-c", "--concurrency", type=click.IntRange(min=1),
+              help="Tasks run at once (default: number of CPUs; 1 for solo).")
+@click.option("-P", "--pool", type=click.Choice(["prefork", "threads", "solo"]),
+              default="prefork", show_default=True)
+@click.option("-Q", "--queues", multiple=True, callback=_queues,
+              help="Queues to consume, comma separated (default: task_default_queue, celery).")
+@click.option("-l", "--loglevel", type=click.Choice(
+    ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False),
+    help="Logging level of the worker (overrides the global -l).")
+@click.option("--without-heartbeat", is_flag=True,
+              help="Send no worker-online/heartbeat/offline events.")
+@click.option("--heartbeat-interval", type=click.FloatRange(min=0.1), default=2.0,
+              show_default=True, help="Seconds between worker-heartbeat events.")
+@click.option("--prefetch-multiplier", type=click.IntRange(min=1), default=4,
+              show_default=True, help="Messages reserved per pool slot.")
+@click.pass_obj
+def worker(obj: Context, task_events: bool | None, hostname: str | None,
+           concurrency: int | None, pool: str, queues: list[str], loglevel: str | None,
+           without_heartbeat: bool, heartbeat_interval: float,
+           prefetch_multiplier: int) -> None:
+    """Consume task messages and run them; -E also sends task events."""
+    from ..worker import Worker
+
+    if loglevel:
+        setup_logging(loglevel.upper())
+    logging.getLogger("tidings.worker").setLevel(logging.INFO if not loglevel
+                                                 else loglevel.upper())
+    app = obj.app
+    if not app.tasks:
+        click.echo("Warning: the app registers no task (-A MODULE with @app.task functions)",
+                   err=True)
+    w = Worker(app, hostname=hostname, concurrency=concurrency, pool=pool, queues=queues,
+               task_events=task_events, heartbeat=not without_heartbeat,
+               heartbeat_interval=heartbeat_interval,
+               prefetch_multiplier=prefetch_multiplier)
+    try:
+        from setproctitle import setproctitle
+
+        setproctitle(f"tidings worker {w.hostname} " + " ".join(
+            redact_url(a) if "://" in a else a for a in sys.argv[1:]))
+    except ImportError:
+        pass
+    w.install_signal_handlers()
+    try:
+        w.run()
+    except OperationalError as exc:
+        raise CommandError(f"cannot connect to the broker at "
+                           f"{redact_url(app.conf.broker_url)}: {exc}",
+                           exit_code=EX_UNAVAILABLE) from exc
