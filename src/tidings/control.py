@@ -20,13 +20,17 @@ class Control:
 
     def __init__(self, app: App) -> None:
         self.app = app
-        conf = app.conf
-        self.mailbox = Mailbox(
+
+    @property
+    def mailbox(self) -> Mailbox:
+        """Built from the current settings, so changing ``app.conf`` takes effect."""
+        conf = self.app.conf
+        return Mailbox(
             conf.control_exchange,
             type="fanout",
             accept=conf.accept_content,
             serializer=conf.task_serializer,
-            clock=app.clock,
+            clock=self.app.clock,
             queue_ttl=conf.control_queue_ttl,
             reply_queue_ttl=conf.control_queue_ttl,
             queue_expires=conf.control_queue_expires,

@@ -1,0 +1,145 @@
+"""A real ``tidings worker`` process and an event capture around it."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from tests.cli.helpers import TIDINGS, cli_env, wait_for
+from tests.conftest import ROOT, cleanup_broker, make_app, unique
+from tidings import App
+from tidings.events import EventReceiver
+
+__all__ = ["Capture", "WorkerProcess", "cluster", "wait_for"]
+
+
+class Capture:
+    """Every event of an app's exchange, received in a thread."""
+
+    def __init__(self, app: App) -> None:
+        self.events: list[dict] = []
+        self.ready = threading.Event()
+        self.recv = EventReceiver(app.connection_for_read(), app=app,
+                                  handlers={"*": self.events.append})
+        original = self.recv.on_consume_ready
+
+        def on_ready(*args, **kwargs):
+            original(*args, **kwargs)
+            self.ready.set()
+
+        self.recv.on_consume_ready = on_ready
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.recv.capture(wakeup=False)
+        except Exception:  # pragma: no cover - the test sees missing events
+            pass
+
+    def start(self) -> Capture:
+        self.thread.start()
+        assert self.ready.wait(20)
+        return self
+
+    def stop(self) -> None:
+        self.recv.should_stop = True
+        self.thread.join(10)
+
+    def of(self, type_: str, uuid: str | None = None) -> list[dict]:
+        return [e for e in list(self.events) if e["type"] == type_
+                and (uuid is None or e.get("uuid") == uuid)]
+
+    def wait(self, type_: str, uuid: str | None = None, count: int = 1,
+             timeout: float = 30) -> list[dict]:
+        wait_for(lambda: len(self.of(type_, uuid)) >= count, timeout)
+        return self.of(type_, uuid)
+
+
+class WorkerProcess:
+    def __init__(self, env: dict, tmp_path: Path, *args: str, name: str = "w1@test") -> None:
+        self.name = name
+        self.log_path = tmp_path / f"{name}.log"
+        self._log = self.log_path.open("w")
+        self.proc = subprocess.Popen(
+            [TIDINGS, "-A", "tests.worker.proj", "worker", "-n", name, *args],
+            env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT)
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            self._log.close()
+
+
+class cluster:
+    """A private app (exchanges, queue), its capture, and worker processes."""
+
+    def __init__(self, url: str, tmp_path: Path) -> None:
+        self.url = url
+        self.tmp_path = tmp_path
+        self.queue = unique("tidings-test-q")
+        self.app, self.declared = make_app(url, task_default_queue=self.queue,
+                                           task_send_sent_event=True)
+        self.env = cli_env(self.app, TIDINGS_BROKER_URL=url,
+                           TIDINGS_TASK_DEFAULT_QUEUE=self.queue,
+                           TIDINGS_TASK_SEND_SENT_EVENT="1")
+        self.workers: list[WorkerProcess] = []
+        self.capture = Capture(self.app)
+
+    def __enter__(self) -> cluster:
+        from tests.worker import proj
+
+        proj.app.conf.update(broker_url=self.url, event_exchange=self.app.conf.event_exchange,
+                             control_exchange=self.app.conf.control_exchange,
+                             task_default_queue=self.queue, task_send_sent_event=True)
+        self.proj = proj
+        self.capture.start()
+        return self
+
+    def worker(self, *args: str, name: str = "w1@test", wait: bool = True) -> WorkerProcess:
+        w = WorkerProcess(self.env, self.tmp_path, *args, name=name)
+        self.workers.append(w)
+        if wait:
+            ok = wait_for(lambda: any(e["hostname"] == name
+                                      for e in self.capture.of("worker-online")), 40)
+            assert ok, w.log
+        return w
+
+    def __exit__(self, *exc: object) -> None:
+        for w in self.workers:
+            w.stop()
+        self.capture.stop()
+        self.proj.app.publisher.close()
+        cleanup_broker(self.url, [*self.declared, self.queue])
+        if self.url.startswith("amqp"):
+            from kombu import Connection, Queue
+
+            with Connection(self.url) as conn:
+                try:
+                    Queue(self.queue, channel=conn.default_channel).delete()
+                except Exception:
+                    pass
+        else:
+            import redis
+
+            redis.Redis.from_url(self.url).delete(self.queue)
+
+
+def now() -> float:
+    return time.time()
+
+
+PY = sys.executable
