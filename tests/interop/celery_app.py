@@ -23,3 +23,8 @@ def add(x, y):
 @app.task(name="interop.fail")
 def fail(x):
     raise ValueError(f"intentional failure for x={x!r}")
+
+
+@app.task(name="interop.noop")
+def noop():
+    return None

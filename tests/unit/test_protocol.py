@@ -80,10 +80,15 @@ def test_caller_timestamp_is_kept_in_place():
 def test_utcoffset_is_hours_west_of_utc(monkeypatch):
     import time
 
+    from tidings.protocol import events
+
     monkeypatch.setattr(time, "timezone", -8 * 3600)
     monkeypatch.setattr(time, "daylight", 0)
+    monkeypatch.setattr(events, "_offset_cache", [0.0, -1e9])
     assert utcoffset() == -8.0
     monkeypatch.setattr(time, "timezone", int(5.5 * 3600))
+    assert utcoffset() == -8.0  # cached for a few seconds: it is read per event
+    monkeypatch.setattr(events, "_offset_cache", [0.0, -1e9])
     assert utcoffset() == 5.5
 
 

@@ -16,6 +16,7 @@ Differences from Celery, each a fix of a way Celery loses or corrupts events:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -220,17 +221,27 @@ class EventDispatcher:
         if producer is None:
             self.stats["dropped_closed"] += 1
             return None
+        body, options = event, {"serializer": self.serializer}
+        if self.serializer == "json":
+            # The C encoder directly: same bytes as Celery's (", " and ": "
+            # separators, ASCII escapes), a fraction of kombu's cost.
+            try:
+                body = json.dumps(event)
+            except (TypeError, ValueError) as exc:
+                self._drop_poison(event, routing_key, exc)
+                return None
+            options = {"content_type": "application/json", "content_encoding": "utf-8"}
         try:
             result = producer.publish(
-                event,
+                body,
                 routing_key=routing_key,
                 exchange=self.exchange.name,
                 retry=retry,
                 retry_policy=retry_policy,
                 declare=[self.exchange],
-                serializer=self.serializer,
                 headers=self.headers,
                 delivery_mode=self.delivery_mode,
+                **options,
                 **kwargs,
             )
         except EncodeError as exc:

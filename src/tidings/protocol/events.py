@@ -143,11 +143,23 @@ def humanize_type(type_: str) -> str:
     return HUMAN_TYPES.get(type_) or type_.lower().replace("-", " ")
 
 
+_offset_cache = [0.0, -1e9]  # value, monotonic time it was computed
+
+
 def utcoffset() -> float:
-    """Local offset in hours *west* of UTC, as Celery 5.7 sends it (UTC+8 -> -8.0)."""
+    """Local offset in hours *west* of UTC, as Celery 5.7 sends it (UTC+8 -> -8.0).
+
+    Recomputed at most every 10 seconds: it is read for every event sent.
+    """
+    now = time.monotonic()
+    if now - _offset_cache[1] < 10.0:
+        return _offset_cache[0]
     if time.daylight and time.localtime().tm_isdst > 0:
-        return time.altzone / 3600
-    return time.timezone / 3600
+        value = time.altzone / 3600
+    else:
+        value = time.timezone / 3600
+    _offset_cache[:] = [value, now]
+    return value
 
 
 def build_event(

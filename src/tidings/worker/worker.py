@@ -145,6 +145,7 @@ class Worker:
         self._stop_now = False
         self.pool: BasePool = POOLS[pool](app, self.concurrency, self._on_done)
         self.ready = threading.Event()
+        self._first_buffered: float | None = None
 
     # -- hooks -----------------------------------------------------------------------------
 
@@ -226,7 +227,9 @@ class Worker:
         self.dispatcher = EventDispatcher(
             conn, hostname=self.hostname, app=self.app,
             enabled=bool(self.task_events or self.heartbeat_enabled),
-            groups=groups, buffer_group=["task"], buffer_limit=24)
+            groups=groups, buffer_group=["task"], buffer_limit=100,
+            on_send_buffered=self._on_send_buffered)
+        self._first_buffered = None
         if previous is not None:
             self.dispatcher.extend_buffer(previous)
             previous.close()
@@ -255,15 +258,20 @@ class Worker:
         next_beat = time.monotonic() + self.heartbeat_interval
         try:
             while not self._stop.is_set():
-                try:
-                    conn.drain_events(timeout=0.05)
-                except TimeoutError:
-                    conn.heartbeat_check()
+                idle = self._poll(conn)
                 self._tick()
-                if self.heartbeat_enabled and time.monotonic() >= next_beat:
-                    next_beat = time.monotonic() + self.heartbeat_interval
+                now = time.monotonic()
+                if self.heartbeat_enabled and now >= next_beat:
+                    next_beat = now + self.heartbeat_interval
                     self.hook("worker_heartbeat")
-                self.dispatcher.flush()
+                # Batch task events: publish when nothing else is happening, or
+                # when the oldest buffered event is 90 ms old (the promise is 100).
+                first = self._first_buffered
+                if first is not None and (idle or now - first >= 0.09):
+                    self._first_buffered = None
+                    self.dispatcher.flush()
+                else:
+                    self.dispatcher.flush(groups=False)
             self._shutdown(conn, consumer)
         finally:
             for channel_ in (channel, control_channel):
@@ -271,6 +279,36 @@ class Worker:
                     channel_.close()
                 except Exception:
                     pass
+
+    def _poll(self, conn: Any) -> bool:
+        """Wait for broker messages or finished jobs; True if nothing happened.
+
+        While jobs run, the broker is polled without blocking and the wait is
+        on the pool's outcomes, so a finished job is handled at once (its ack
+        lets the broker send the next message).
+        """
+        if self.pool.active:
+            try:
+                conn.drain_events(timeout=0.0005)
+                return False
+            except TimeoutError:
+                pass
+            try:
+                job, outcome = self._done.get(timeout=0.002)
+            except queue.Empty:
+                return True
+            self._finished(job, outcome)
+            return False
+        try:
+            conn.drain_events(timeout=0.05)
+            return False
+        except TimeoutError:
+            conn.heartbeat_check()
+            return True
+
+    def _on_send_buffered(self) -> None:
+        if self._first_buffered is None:
+            self._first_buffered = time.monotonic()
 
     def _shutdown(self, conn: Any, consumer: Consumer) -> None:
         """Stop consuming, let running tasks finish, say goodbye."""
