@@ -220,6 +220,12 @@ class Worker:
                 self.pool.stop()
 
     def _setup_dispatcher(self, conn: Any) -> None:
+        """Events get a connection of their own (as in Celery).
+
+        py-amqp polls its connection before every publish; on the consuming
+        connection that would deliver task messages in the middle of
+        publishing an event batch.
+        """
         previous = self.dispatcher
         groups = None if self.task_events else {"worker"}
         if previous is not None:
@@ -235,7 +241,18 @@ class Worker:
             previous.close()
 
     def _run_connected(self, conn: Any) -> None:
-        self._setup_dispatcher(conn)
+        event_conn = self.app.connection_for_write()
+        try:
+            event_conn.ensure_connection(max_retries=3)
+            self._run_consuming(conn, event_conn)
+        finally:
+            try:
+                event_conn.close()
+            except Exception:
+                pass
+
+    def _run_consuming(self, conn: Any, event_conn: Any) -> None:
+        self._setup_dispatcher(event_conn)
         channel = conn.channel()
         channel.basic_qos(0, self.concurrency * self.prefetch_multiplier, False)
         task_queues = [Queue(q, Exchange(q, "direct"), routing_key=q, durable=True)
