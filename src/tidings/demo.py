@@ -70,8 +70,8 @@ def _worker_command(name: str) -> list[str]:
 
 
 def run_demo(duration: float | None, out: IO[str], log: IO[str] | None = None,
-             show: Any = None) -> int:
-    """Run the demo; ``show`` receives each event (default: the text dump)."""
+             monitor: bool = False) -> int:
+    """Run the demo, shown in the live monitor or (``monitor=False``) as the text dump."""
     from .events import EventReceiver, State
     from .events.dumper import Dumper
 
@@ -82,7 +82,8 @@ def run_demo(duration: float | None, out: IO[str], log: IO[str] | None = None,
     def on_event(event: dict[str, Any]) -> None:
         counts[event["type"]] += 1
         state.event(event)
-        (show or dumper.on_event)(event)
+        if not monitor:
+            dumper.on_event(event)
 
     env = dict(os.environ)
     env["TIDINGS_TASK_DEFAULT_QUEUE"] = DEMO_QUEUE
@@ -109,7 +110,19 @@ def run_demo(duration: float | None, out: IO[str], log: IO[str] | None = None,
         while counts["worker-online"] < 2 and time.monotonic() < deadline:
             if stop.wait(0.1) or any(w.poll() is not None for w in workers):
                 break
-        _client(state, stop, started, duration)
+        if monitor:
+            from .top.app import TopApp
+            from .transport import redact_url
+
+            client = threading.Thread(target=_client, args=(state, stop, started, None),
+                                      daemon=True)
+            client.start()
+            TopApp(state, app=app, broker_label=redact_url(app.conf.broker_url) + " (demo)",
+                   receiver_errors=receiver.errors, exit_after=duration).run()
+            stop.set()
+            client.join(15)
+        else:
+            _client(state, stop, started, duration)
     finally:
         for worker in workers:
             if worker.poll() is None:

@@ -423,7 +423,8 @@ def test_events_from_a_real_celery_worker(broker_url, tmp_path):
     (["events", "-c", "tidings.cameras.SQLCamera", "--retention", "forever"],
      "invalid duration", 2),
     (["events", "--dump", "--detach"], "--detach applies only with --camera", 2),
-    (["events"], "live terminal monitor is not part of this version", 2),
+    (["events"], "the live monitor needs a terminal; to print events to a file or a pipe, "
+                 "use --dump", 2),
     (["events", "--dump", "--replay", "/no/such/file"], "does not exist", 2),
     (["-l", "loud", "events"], "Invalid value for '-l' / '--loglevel'", 2),
 ])

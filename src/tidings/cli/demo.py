@@ -16,8 +16,11 @@ from .main import EX_UNAVAILABLE, CommandError, Context
               help="Stop after this long (default: until Ctrl-C).")
 @click.option("--worker-log", type=click.Path(dir_okay=False),
               help="Write the workers' logs to this file.")
+@click.option("--dump", is_flag=True,
+              help="Print the events as text instead of the live monitor (the default "
+                   "when the output is not a terminal).")
 @click.pass_obj
-def demo(obj: Context, duration: float | None, worker_log: str | None) -> None:
+def demo(obj: Context, duration: float | None, worker_log: str | None, dump: bool) -> None:
     """Run two workers and a client on the embedded broker (or -b URL); show the events."""
     from .. import demo as demo_module
 
@@ -35,7 +38,8 @@ def demo(obj: Context, duration: float | None, worker_log: str | None) -> None:
                f"on; Ctrl-C to stop", err=True)
     log = open(worker_log, "a") if worker_log else None  # noqa: SIM115
     try:
-        code = demo_module.run_demo(duration, sys.stdout, log)
+        monitor = not dump and sys.stdout.isatty() and sys.stdin.isatty()
+        code = demo_module.run_demo(duration, sys.stdout, log, monitor=monitor)
     finally:
         if log is not None:
             log.close()

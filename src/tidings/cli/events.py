@@ -88,6 +88,8 @@ def _check_umask(ctx: click.Context, param: click.Parameter, value: str | None) 
               help="SQLCamera: delete rows older than this (e.g. 7d, 12h; default 7d).")
 @click.option("--max-tasks", type=int, callback=_check_positive,
               help="Tasks kept in memory (State bound, default 10000).")
+@click.option("--refresh", type=float, default=0.5, show_default=True,
+              callback=_check_positive, help="Live monitor: seconds between screen updates.")
 @click.option("-d", "--detach", is_flag=True, help="Run the camera in the background.")
 @click.option("--pidfile", type=click.Path(dir_okay=False), help="Pid file (camera mode).")
 @click.option("-f", "--logfile", type=click.Path(dir_okay=False),
@@ -101,10 +103,11 @@ def _check_umask(ctx: click.Context, param: click.Parameter, value: str | None) 
 def events(obj: Context, dump: bool, json_lines: bool, types: tuple[str, ...],
            hostnames: tuple[str, ...], task_names: tuple[str, ...], replay: str | None,
            camera: str | None, frequency: float, maxrate: str | None, db: str | None,
-           retention: str | None, max_tasks: int | None, detach: bool, pidfile: str | None,
+           retention: str | None, max_tasks: int | None, refresh: float, detach: bool,
+           pidfile: str | None,
            logfile: str | None, uid: str | None, gid: str | None, umask: str | None,
            daemon_workdir: str | None) -> None:
-    """Dump events (--dump), photograph the cluster (--camera), or watch it live."""
+    """Watch the cluster live, dump its events (--dump), or photograph it (--camera)."""
     event_filter = EventFilter(types, hostnames, task_names)
     daemon_opts = {"--detach": detach, "--pidfile": pidfile, "--uid": uid, "--gid": gid,
                    "--umask": umask, "--workdir": daemon_workdir}
@@ -124,9 +127,30 @@ def events(obj: Context, dump: bool, json_lines: bool, types: tuple[str, ...],
                           event_filter, replay, detach=detach, pidfile=pidfile,
                           logfile=logfile, uid=uid, gid=gid, umask=umask,
                           workdir=daemon_workdir)
-    raise click.UsageError(
-        "the live terminal monitor is not part of this version yet; "
-        "use --dump to print events or --camera CLASS to take snapshots")
+    return run_monitor(obj, max_tasks, event_filter, replay, refresh)
+
+
+def run_monitor(obj: Context, max_tasks: int | None, event_filter: EventFilter,
+                replay: str | None, refresh: float) -> None:
+    if not (sys.stdout.isatty() and sys.stdin.isatty()):
+        raise click.UsageError("the live monitor needs a terminal; to print events to a "
+                               "file or a pipe, use --dump (or --json)")
+    from ..top import run_top
+
+    set_process_title("top")
+    app = obj.app
+    if replay:
+        from ..top.app import TopApp
+
+        state = app.events.State(**({"max_tasks_in_memory": max_tasks} if max_tasks else {}))
+        stats = replay_file(replay, state.event, receiver=_offline_receiver(app))
+        TopApp(state, app=None, broker_label=f"replay of {replay}",
+               receiver_errors=stats.errors, refresh=refresh,
+               status=[str(stats)]).run()
+        return
+    logging.getLogger().handlers.clear()  # logs would scribble over the screen
+    logging.getLogger().addHandler(logging.NullHandler())
+    run_top(app, max_tasks=max_tasks, refresh=refresh, event_filter=event_filter or None)
 
 
 def _stop_on_signals(stop: threading.Event) -> None:

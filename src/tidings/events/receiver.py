@@ -230,15 +230,15 @@ def consume_forever(
     on_tick: Callable[[], Any] | None = None,
     on_status: Callable[[str], Any] | None = None,
     wakeup: bool = True,
-    connect_retries: int = 3,
+    connect_retries: int | None = 3,
     receiver_factory: Callable[..., EventReceiver] | None = None,
 ) -> EventReceiver | None:
     """Receive events until ``stop`` is set, reconnecting whenever the broker goes away.
 
     The first connection is tried ``connect_retries`` times and then raises
     kombu's ``OperationalError`` (so a command can say the broker is
-    unreachable); once connected, a lost connection is retried forever with
-    back-off, reporting through ``on_status``.  Returns the last receiver
+    unreachable), or forever with ``None``; once connected, a lost connection
+    is retried forever with back-off, reporting through ``on_status``.  Returns the last receiver
     (its ``errors`` tell what was skipped).
     """
     say = on_status or (lambda text: logger.warning("%s", text))
@@ -250,7 +250,14 @@ def consume_forever(
         conn = app.connection_for_read()
         try:
             if not connected_once:
-                conn.ensure_connection(max_retries=connect_retries, interval_start=0.5,
+                def first_error(exc: Exception, interval: float) -> None:
+                    if stop.is_set():
+                        raise ConnectionAbortedError("stopping")
+                    say(f"Cannot connect to {redact_url(app.conf.broker_url)}: {exc}; "
+                        f"retrying in {interval:.1f}s")
+
+                conn.ensure_connection(first_error if connect_retries is None else None,
+                                       max_retries=connect_retries, interval_start=0.5,
                                        interval_step=0.5, interval_max=2.0)
             previous = receiver
             receiver = factory(conn, handlers=handlers, app=app)

@@ -1,0 +1,474 @@
+"""The live terminal monitor (``tidings events`` with no mode flag), built with Textual.
+
+Events are consumed in a thread of their own into a :class:`State`; the
+screen is rebuilt a few times a second from a snapshot (see
+:mod:`tidings.top.view`), so a busy cluster never slows the keys down and
+the screen never slows ingest down.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from rich.text import Text
+from textual import events as tevents
+from textual.app import App as TextualApp
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widget import Widget
+from textual.widgets import Input, Sparkline, Static
+
+from ..events.state import State, Task
+from .view import STATE_ORDER, Filter, View, ViewBuilder, fmt_runtime, fmt_time
+
+STATE_STYLES = {
+    "PENDING": "grey62",
+    "RECEIVED": "cyan",
+    "STARTED": "yellow",
+    "SUCCESS": "green",
+    "FAILURE": "bold red",
+    "RETRY": "dark_orange",
+    "REVOKED": "magenta",
+    "REJECTED": "red",
+}
+
+HELP = """\
+[b]Keys[/b]
+  ↑ ↓ j k        move            PgUp PgDn Home End   page / ends
+  Enter, i       task details    t   traceback         r   result
+  /              filter (words match name, uuid, worker, state;
+                 state:failure name:proj.add worker:w1 uuid:7f1c)
+  Esc            clear the filter
+  c              revoke the selected task (asks first)
+  w              show or hide the workers panel
+  ?              this help       q, Ctrl-C            quit
+The mouse wheel scrolls, a click selects, a double click opens details.
+"""
+
+
+class TaskTable(Widget, can_focus=True):
+    """The task list: renders only the visible window of the (sorted) view."""
+
+    DEFAULT_CSS = "TaskTable { height: 1fr; }"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.rows: list[Task] = []
+        self.cursor = 0
+        self.top = 0
+        self.selected_uuid: str | None = None
+        self._lines: list[tuple] = []
+
+    @property
+    def page(self) -> int:
+        return max(1, self.size.height - 1)
+
+    def set_rows(self, rows: list[Task], state: State) -> None:
+        self.rows = rows
+        if self.selected_uuid is not None:
+            for i, task in enumerate(rows[: self.top + 4 * self.page + 200]):
+                if task.uuid == self.selected_uuid:
+                    self.cursor = i
+                    break
+        self._clamp()
+        self._snapshot(state)
+
+    def _snapshot(self, state: State) -> None:
+        visible = self.rows[self.top:self.top + self.page]
+        with state._mutex:  # each refresh reads its rows at one instant
+            self._lines = [
+                (t.uuid or "", t.name or "", t.worker.hostname if t.worker else "",
+                 t.state or "", fmt_time(t.received or t.sent or t.timestamp),
+                 fmt_runtime(t.runtime))
+                for t in visible]
+        self.refresh()
+
+    def _clamp(self) -> None:
+        n = len(self.rows)
+        self.cursor = max(0, min(self.cursor, n - 1)) if n else 0
+        if self.cursor < self.top:
+            self.top = self.cursor
+        elif self.cursor >= self.top + self.page:
+            self.top = self.cursor - self.page + 1
+        self.top = max(0, min(self.top, max(0, n - self.page)))
+        self.selected_uuid = self.rows[self.cursor].uuid if n else None
+
+    def move(self, delta: int | None = None, to: int | None = None) -> None:
+        self.cursor = to if to is not None else self.cursor + (delta or 0)
+        if to is not None and to < 0:
+            self.cursor = len(self.rows) - 1
+        self._clamp()
+        app = self.app
+        if isinstance(app, TopApp):
+            self._snapshot(app.state)
+
+    @property
+    def selected(self) -> Task | None:
+        return self.rows[self.cursor] if self.rows else None
+
+    def render(self) -> Text:
+        width = max(self.size.width, 40)
+        fixed = 9 + 10 + 9 + 9 + 5
+        flex = max(width - fixed, 20)
+        name_w = flex * 3 // 5
+        worker_w = flex - name_w
+        text = Text(no_wrap=True, overflow="ellipsis")
+        header = (f"{'UUID':<8} {'NAME':<{name_w}} {'WORKER':<{worker_w}} {'STATE':<9} "
+                  f"{'RECEIVED':<8} {'RUNTIME':>8}")
+        text.append(header[:width] + "\n", style="bold underline")
+        if not self.rows:
+            text.append("No tasks yet." if not self.app.query("#filter").first().value
+                        else "No task matches the filter.", style="dim")
+            return text
+        for i, (uuid, name, worker, state, received, runtime) in enumerate(self._lines):
+            row = Text(no_wrap=True)
+            row.append(f"{uuid[:8]:<8} ")
+            row.append(f"{_cut(name, name_w):<{name_w}} ")
+            row.append(f"{_cut(worker, worker_w):<{worker_w}} ")
+            row.append(f"{state:<9}", style=STATE_STYLES.get(state, "white"))
+            row.append(f" {received:<8} {runtime:>8}")
+            if self.top + i == self.cursor:
+                row.stylize("reverse")
+            text.append_text(row)
+            text.append("\n")
+        return text
+
+    def on_mouse_scroll_down(self, event: tevents.MouseScrollDown) -> None:
+        self.move(3)
+        event.stop()
+
+    def on_mouse_scroll_up(self, event: tevents.MouseScrollUp) -> None:
+        self.move(-3)
+        event.stop()
+
+    def on_click(self, event: tevents.Click) -> None:
+        if event.y >= 1:
+            index = self.top + event.y - 1
+            if index < len(self.rows):
+                self.move(to=index)
+                if event.chain >= 2 and isinstance(self.app, TopApp):
+                    self.app.action_details()
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
+class WorkersPanel(Static):
+    DEFAULT_CSS = "WorkersPanel { height: auto; max-height: 12; border-top: solid $primary; }"
+
+    def show(self, view: View) -> None:
+        text = Text(no_wrap=True)
+        text.append(f"{'WORKER':<32} {'STATUS':<8} {'ACTIVE':>6} {'PROCESSED':>10} "
+                    f"{'LOAD':<18} {'LAST BEAT':>9}\n", style="bold")
+        if not view.workers:
+            text.append("No workers seen yet.", style="dim")
+        for hostname, alive, active, processed, loadavg, ago in view.workers:
+            load = " ".join(f"{x:.2f}" for x in loadavg) if isinstance(loadavg, list) else ""
+            text.append(f"{_cut(hostname, 32):<32} ")
+            text.append(f"{'online' if alive else 'offline':<8}",
+                        style="green" if alive else "red")
+            text.append(f" {active if active is not None else '':>6} "
+                        f"{processed if processed is not None else '':>10} {load:<18} "
+                        f"{'' if ago is None else f'{ago:.0f}s ago':>9}\n")
+        self.update(text)
+
+
+class TextScreen(ModalScreen):
+    """Scrollable text (details, traceback, result, help, replies); any of Esc/q closes it."""
+
+    BINDINGS = [Binding("escape,q,enter", "app.pop_screen", "Close")]
+    DEFAULT_CSS = """
+    TextScreen { align: center middle; }
+    TextScreen > VerticalScroll { width: 90%; height: 85%; border: thick $primary;
+                                  background: $surface; padding: 0 1; }
+    """
+
+    def __init__(self, title: str, body: Any) -> None:
+        super().__init__()
+        self.title_text = title
+        self.body = body
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="text-scroll"):
+            yield Static(Text(self.title_text, style="bold"), id="text-title")
+            yield Static(self.body, id="text-body")
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    BINDINGS = [Binding("y", "answer(True)", "Yes"), Binding("n,escape", "answer(False)", "No")]
+    DEFAULT_CSS = """
+    ConfirmScreen { align: center middle; }
+    ConfirmScreen > Static { width: 70; border: thick $warning; background: $surface;
+                             padding: 1 2; }
+    """
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        yield Static(f"{self.question}\n\n[b]y[/b] yes   [b]n[/b] no", id="question")
+
+    def action_answer(self, value: bool) -> None:
+        self.dismiss(value)
+
+
+class TopApp(TextualApp):
+    """``TopApp(state, app=None, broker_label='', receiver_errors=None, refresh=0.5)``."""
+
+    TITLE = "tidings events"
+    CSS = """
+    #title { height: 1; background: $primary; color: $text; padding: 0 1; }
+    #status { height: 2; }
+    #status-text { width: 1fr; }
+    #rate { width: 30; height: 2; }
+    #filter { display: none; }
+    #filter.active { display: block; }
+    #keys { height: 1; color: $text-muted; }
+    """
+    BINDINGS = [
+        Binding("q", "quit", "Quit"),
+        Binding("ctrl+c", "quit", "Quit", priority=True),
+        Binding("down,j", "move(1)", "Down", show=False),
+        Binding("up,k", "move(-1)", "Up", show=False),
+        Binding("pagedown", "page(1)", "Page down", show=False),
+        Binding("pageup", "page(-1)", "Page up", show=False),
+        Binding("home", "ends(0)", "First", show=False),
+        Binding("end", "ends(-1)", "Last", show=False),
+        Binding("enter,i", "details", "Details"),
+        Binding("t", "traceback", "Traceback"),
+        Binding("r", "result", "Result"),
+        Binding("slash", "filter", "Filter"),
+        Binding("escape", "clear_filter", "Clear filter", show=False),
+        Binding("c", "revoke", "Revoke"),
+        Binding("w", "toggle_workers", "Workers"),
+        Binding("question_mark", "help", "Help"),
+    ]
+
+    def __init__(self, state: State, app: Any = None, broker_label: str = "",
+                 receiver_errors: Any = None, refresh: float = 0.5,
+                 status: list[str] | None = None, exit_after: float | None = None) -> None:
+        super().__init__()
+        self.exit_after = exit_after
+        self.state = state
+        self.tidings_app = app
+        self.broker_label = broker_label
+        self.receiver_errors = receiver_errors if receiver_errors is not None else {}
+        self.refresh_every = refresh
+        self.builder = ViewBuilder(state)
+        self.view: View | None = None
+        self.status_messages = status if status is not None else []
+        self._building = threading.Lock()
+
+    def compose(self) -> ComposeResult:
+        yield Static(f"tidings events — {self.broker_label}", id="title")
+        yield Input(placeholder="filter: words, or state:failure name:… worker:… uuid:…",
+                    id="filter")
+        yield TaskTable(id="tasks")
+        yield WorkersPanel(id="workers")
+        with Horizontal(id="status"):
+            yield Static(id="status-text")
+            yield Sparkline([0], id="rate")
+        yield Static("q quit  ↑↓ move  Enter details  t traceback  r result  / filter  "
+                     "c revoke  w workers  ? help", id="keys")
+
+    def on_mount(self) -> None:
+        self.query_one(TaskTable).focus()
+        self.rebuild()
+        self.set_interval(self.refresh_every, self.rebuild)
+        if self.exit_after:
+            self.set_timer(self.exit_after, self.exit)
+
+    # -- refreshing ----------------------------------------------------------------------
+
+    def rebuild(self) -> None:
+        """Take a new view in a worker thread; the screen is updated when it is ready."""
+        if not self._building.acquire(blocking=False):
+            return  # the previous one is still being built: skip this tick
+        self.run_worker(self._build, thread=True, exclusive=False, group="view")
+
+    def _build(self) -> None:
+        try:
+            view = self.builder.build()
+        finally:
+            self._building.release()
+        self.call_from_thread(self.show_view, view)
+
+    def show_view(self, view: View) -> None:
+        self.view = view
+        self.query_one(TaskTable).set_rows(view.tasks, self.state)
+        workers = self.query_one(WorkersPanel)
+        if workers.display:
+            workers.show(view)
+        self.query_one("#status-text", Static).update(self._status_text(view))
+        rates = self.builder.rate.per_second() or [0.0]
+        self.query_one("#rate", Sparkline).data = rates
+
+    def _status_text(self, view: View) -> Text:
+        rates = self.builder.rate.per_second()
+        text = Text(no_wrap=True, overflow="ellipsis")
+        text.append(f"{rates[-1] if rates else 0:,.0f} events/s  ", style="bold")
+        text.append(f"{view.event_count:,} events  {view.total:,} tasks: ")
+        for state in STATE_ORDER:
+            n = view.counts.get(state)
+            if n:
+                text.append(f"{state.lower()} {n:,}  ", style=STATE_STYLES[state])
+        shown = len(view.tasks)
+        if self.builder.filter:
+            text.append(f"(filter: {shown:,} shown)  ", style="italic")
+        text.append("\n")
+        errors = dict(self.receiver_errors)
+        skipped = sum(errors.values())
+        text.append(f"broker {self.broker_label}  ")
+        text.append(f"skipped malformed: {skipped}"
+                    + (f" ({', '.join(f'{k} {v}' for k, v in sorted(errors.items()))})"
+                       if skipped else ""),
+                    style="yellow" if skipped else "dim")
+        if self.status_messages:
+            text.append(f"  {self.status_messages[-1]}", style="bold red"
+                        if "lost" in self.status_messages[-1] or "Cannot" in
+                        self.status_messages[-1] else "dim")
+        return text
+
+    # -- actions -------------------------------------------------------------------------
+
+    @property
+    def table(self) -> TaskTable:
+        return self.query_one(TaskTable)
+
+    def action_move(self, delta: int) -> None:
+        self.table.move(delta)
+
+    def action_page(self, direction: int) -> None:
+        self.table.move(direction * self.table.page)
+
+    def action_ends(self, where: int) -> None:
+        self.table.move(to=where)
+
+    def _selected(self) -> Task | None:
+        task = self.table.selected
+        if task is None:
+            self.bell()
+        return task
+
+    def action_details(self) -> None:
+        task = self._selected()
+        if task is None:
+            return
+        with self.state._mutex:
+            info = {"name": task.name, "state": task.state,
+                    "worker": task.worker.hostname if task.worker else None,
+                    "client": task.client}
+            info.update(task.info(extra=["received", "sent", "started", "succeeded", "failed",
+                                         "retried", "revoked", "rejected", "timestamp"]))
+            tb = task.traceback
+        body = Text()
+        for key in ("name", "state", "worker", "client", "args", "kwargs", "result",
+                    "exception", "runtime", "retries", "eta", "expires", "root_id",
+                    "parent_id", "exchange", "routing_key", "sent", "received", "started",
+                    "succeeded", "failed", "retried", "revoked", "rejected", "timestamp"):
+            value = info.get(key)
+            if value is None:
+                continue
+            if key in ("sent", "received", "started", "succeeded", "failed", "retried",
+                       "revoked", "rejected", "timestamp"):
+                value = f"{fmt_time(value)} ({value})"
+            body.append(f"{key:>12}: ", style="bold")
+            body.append(f"{value}\n", style=STATE_STYLES.get(value, "") if key == "state"
+                        else "")
+        if tb:
+            body.append("\n   traceback:\n", style="bold")
+            body.append(tb)
+        self.push_screen(TextScreen(f"Task {task.uuid}", body))
+
+    def action_traceback(self) -> None:
+        task = self._selected()
+        if task is None:
+            return
+        tb = task.traceback
+        if not tb:
+            self.notify("This task has no traceback.", severity="warning")
+            return
+        self.push_screen(TextScreen(f"Traceback of {task.uuid}", Text(tb)))
+
+    def action_result(self) -> None:
+        task = self._selected()
+        if task is None:
+            return
+        value = task.result if task.result is not None else task.exception
+        if value is None:
+            self.notify("This task has no result yet.", severity="warning")
+            return
+        self.push_screen(TextScreen(f"Result of {task.uuid}", Text(str(value))))
+
+    def action_filter(self) -> None:
+        field = self.query_one("#filter", Input)
+        field.add_class("active")
+        field.focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.builder.filter = Filter.parse(event.value)
+        if not event.value:
+            event.input.remove_class("active")
+        self.table.focus()
+        self.table.cursor = 0
+        self.rebuild()
+
+    def action_clear_filter(self) -> None:
+        field = self.query_one("#filter", Input)
+        field.value = ""
+        field.remove_class("active")
+        self.builder.filter = Filter()
+        self.table.focus()
+        self.rebuild()
+
+    def action_toggle_workers(self) -> None:
+        panel = self.query_one(WorkersPanel)
+        panel.display = not panel.display
+        if panel.display and self.view is not None:
+            panel.show(self.view)
+
+    def action_help(self) -> None:
+        self.push_screen(TextScreen("Help", Text.from_markup(HELP)))
+
+    def action_revoke(self) -> None:
+        task = self._selected()
+        if task is None:
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.run_worker(lambda: self._revoke(task.uuid), thread=True, group="control")
+
+        self.push_screen(ConfirmScreen(f"Revoke task {task.uuid}\n({task.name})?"), answered)
+
+    def _revoke(self, uuid: str) -> None:
+        if self.tidings_app is None:
+            replies: Any = "No broker (replayed events): nothing to revoke."
+        else:
+            try:
+                replies = self.tidings_app.control.revoke(uuid, terminate=True, reply=True,
+                                                          timeout=2.0)
+            except Exception as exc:
+                replies = f"Revoke failed: {exc}"
+        self.call_from_thread(self._show_replies, uuid, replies)
+
+    def _show_replies(self, uuid: str, replies: Any) -> None:
+        body = Text()
+        if isinstance(replies, str):
+            body.append(replies)
+        elif not replies:
+            body.append("No worker replied within 2 seconds.", style="yellow")
+        else:
+            for reply in replies:
+                for node, answer in reply.items():
+                    body.append(f"{node}: ", style="bold")
+                    if isinstance(answer, dict) and "error" in answer:
+                        body.append(f"{answer['error']}\n", style="red")
+                    else:
+                        body.append(f"{(answer or {}).get('ok', answer)}\n", style="green")
+        self.push_screen(TextScreen(f"Revoke {uuid}: replies", body))

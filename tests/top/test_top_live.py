@@ -1,0 +1,96 @@
+"""The monitor on a real cluster: pilot-driven, and in a real terminal (tmux)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from tests.cli.helpers import TIDINGS
+from tests.worker.helpers import cluster, wait_for
+from tidings.events import State
+from tidings.top import Ingest
+from tidings.top.app import ConfirmScreen, TaskTable, TextScreen, TopApp
+
+pytestmark = pytest.mark.broker
+
+
+def test_live_worker_states_and_revoke(amqp_url, tmp_path):
+    with cluster(amqp_url, tmp_path) as c:
+        c.worker("-E", "-P", "prefork", "-c", "2", name="top@test")
+        state = State()
+        ingest = Ingest(c.app, state).start()
+        try:
+            assert wait_for(lambda: "top@test" in state.workers, 20)
+            ok = c.proj.add.delay(2, 3)
+            bad = c.proj.fail.delay(7)
+            long = c.proj.sleep.delay(30)
+            assert wait_for(lambda: all(
+                u in state.tasks and state.tasks[u].state in ("SUCCESS", "FAILURE", "STARTED")
+                for u in (ok.id, bad.id, long.id)), 20)
+
+            async def go():
+                tui = TopApp(state, app=c.app, broker_label="live", refresh=0.2,
+                             receiver_errors=ingest.errors, status=ingest.status)
+                async with tui.run_test(size=(120, 40)) as pilot:
+                    await pilot.pause(0.5)
+                    text = tui.query_one(TaskTable).render().plain
+                    assert "SUCCESS" in text and "FAILURE" in text and "STARTED" in text
+                    table = tui.query_one(TaskTable)
+                    index = next(i for i, t in enumerate(table.rows) if t.uuid == long.id)
+                    table.move(to=index)
+                    await pilot.press("c")
+                    assert isinstance(tui.screen, ConfirmScreen)
+                    await pilot.press("y")
+                    for _ in range(50):
+                        await pilot.pause(0.1)
+                        if isinstance(tui.screen, TextScreen):
+                            break
+                    reply = str(tui.screen.query_one("#text-body").render())
+                    assert f"top@test: terminate: {long.id}" in reply
+                    await pilot.press("escape")
+                    for _ in range(50):
+                        await pilot.pause(0.1)
+                        if state.tasks[long.id].state == "REVOKED":
+                            break
+                    await pilot.pause(0.5)
+                    assert "REVOKED" in tui.query_one(TaskTable).render().plain
+            asyncio.run(go())
+        finally:
+            ingest.close()
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed")
+def test_in_a_real_terminal(amqp_url, tmp_path):
+    session = f"tidings-top-{int(time.time() * 1000) % 10**8}"
+    with cluster(amqp_url, tmp_path) as c:
+        c.worker("-E", "-P", "solo", name="tmux@test")
+        env_args = [f"{k}={v}" for k, v in c.env.items() if k.startswith(("TIDINGS_", "PYTHON"))]
+        exit_file = tmp_path / "exit-code"
+        command = (f"env {' '.join(env_args)} {TIDINGS} -b {amqp_url} events --refresh 0.3; "
+                   f"echo $? > {exit_file}")
+        subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "40",
+                        command], check=True)
+
+        def screen() -> str:
+            return subprocess.run(["tmux", "capture-pane", "-p", "-t", session],
+                                  capture_output=True, text=True).stdout
+
+        try:
+            assert wait_for(lambda: "tidings events" in screen(), 20), screen()
+            time.sleep(1.5)  # let the receiver bind its queue
+            ok = c.proj.add.delay(2, 3)
+            bad = c.proj.fail.delay(7)
+            assert wait_for(lambda: "SUCCESS" in screen() and "FAILURE" in screen(), 30), \
+                screen()
+            text = screen()
+            assert ok.id[:8] in text and bad.id[:8] in text
+            assert "proj.add" in text and "proj.fail" in text and "tmux@test" in text
+            subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
+            assert wait_for(exit_file.exists, 15)
+            assert exit_file.read_text().strip() == "0"
+        finally:
+            subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
