@@ -10,19 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli.helpers import wait_for
 from tests.conftest import ROOT, cleanup_broker, make_app, unique
 from tidings.events import EventDispatcher, EventReceiver, State
 
 pytestmark = [pytest.mark.broker, pytest.mark.interop]
 
 
-def wait_for(predicate, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
 
 
 @pytest.fixture

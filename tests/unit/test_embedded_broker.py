@@ -9,6 +9,7 @@ import textwrap
 import threading
 import time
 
+from tests.cli.helpers import wait_for
 from tidings import App
 from tidings.events import EventDispatcher, EventReceiver
 
@@ -59,13 +60,6 @@ def read(path):
         return f.read()
 
 
-def wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def test_fan_out_to_several_receivers_across_processes(embedded_app, tmp_path):

@@ -7,8 +7,7 @@ from typing import Any
 import click
 from kombu.exceptions import OperationalError
 
-from ..transport import redact_url
-from .main import EX_UNAVAILABLE, CommandError, Context
+from .main import EX_UNAVAILABLE, CommandError, Context, broker_unreachable
 
 
 def _destination(ctx: click.Context, param: click.Parameter, value: str | None
@@ -38,9 +37,7 @@ def _run(obj: Context, command: str, destination: list[str] | None, timeout: flo
         replies = app.control.broadcast(command, arguments=arguments, destination=destination,
                                         reply=True, timeout=timeout)
     except OperationalError as exc:
-        raise CommandError(f"cannot connect to the broker at "
-                           f"{redact_url(app.conf.broker_url)}: {exc}",
-                           exit_code=EX_UNAVAILABLE) from exc
+        raise broker_unreachable(app, exc) from exc
     if not replies:
         raise CommandError(f"no reply within {timeout:g}s"
                            + (f" from {', '.join(destination)}" if destination else ""),

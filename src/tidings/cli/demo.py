@@ -8,7 +8,7 @@ import click
 from kombu.exceptions import OperationalError
 
 from ..transport import redact_url
-from .main import EX_UNAVAILABLE, CommandError, Context
+from .main import Context, broker_unreachable
 
 
 @click.command("demo")
@@ -31,9 +31,7 @@ def demo(obj: Context, duration: float | None, worker_log: str | None, dump: boo
         with app.connection_for_read() as conn:
             conn.ensure_connection(max_retries=2, interval_start=0.5)
     except OperationalError as exc:
-        raise CommandError(f"cannot connect to the broker at "
-                           f"{redact_url(app.conf.broker_url)}: {exc}",
-                           exit_code=EX_UNAVAILABLE) from exc
+        raise broker_unreachable(app, exc) from exc
     click.echo(f"-> demo: broker {redact_url(app.conf.broker_url)}; two workers, task events "
                f"on; Ctrl-C to stop", err=True)
     log = open(worker_log, "a") if worker_log else None  # noqa: SIM115

@@ -26,7 +26,7 @@ from ..events.log import replay as replay_file
 from ..events.receiver import EventReceiver, consume_forever
 from ..transport import redact_url
 from ..utils.rates import parse_rate
-from .main import EX_UNAVAILABLE, CommandError, Context, setup_logging
+from .main import CommandError, Context, broker_unreachable, setup_logging
 
 logger = logging.getLogger("tidings.cli.events")
 logger.setLevel(logging.INFO)  # its "-> ..." progress lines show at the default level
@@ -161,12 +161,6 @@ def _stop_on_signals(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-def _unreachable(obj: Context, exc: Exception) -> CommandError:
-    return CommandError(
-        f"cannot connect to the broker at {redact_url(obj.app.conf.broker_url)}: {exc}",
-        exit_code=EX_UNAVAILABLE)
-
-
 def _status(text: str) -> None:
     click.echo(f"-> {text}", err=True)
 
@@ -189,7 +183,7 @@ def run_dump(obj: Context, json_lines: bool, event_filter: EventFilter,
             receiver = consume_forever(app, {"*": dumper.on_event}, stop, on_tick=dumper.tick,
                                        on_status=_status)
         except OperationalError as exc:
-            raise _unreachable(obj, exc) from exc
+            raise broker_unreachable(obj.app, exc) from exc
         _report_skipped(receiver)
     finally:
         dumper.flush()
@@ -257,7 +251,7 @@ def run_camera(obj: Context, camera: str, frequency: float, maxrate: str | None,
             with app.connection_for_read() as conn:
                 conn.ensure_connection(max_retries=3, interval_start=0.5, interval_step=0.5)
         except OperationalError as exc:
-            raise _unreachable(obj, exc) from exc
+            raise broker_unreachable(obj.app, exc) from exc
     # Import now what the camera loads lazily: after --uid the code's folder
     # may no longer be readable.
     app.control  # noqa: B018 - builds the remote-control client used for wake-ups

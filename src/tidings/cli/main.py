@@ -35,6 +35,14 @@ class CommandError(click.ClickException):
         super().show(file)
 
 
+def broker_unreachable(app: App, exc: Exception) -> CommandError:
+    """The one-line error (exit status 69) for a broker that cannot be reached."""
+    from ..transport import redact_url
+
+    return CommandError(f"cannot connect to the broker at {redact_url(app.conf.broker_url)}: "
+                        f"{exc}", exit_code=EX_UNAVAILABLE)
+
+
 class Context:
     """What the root command knows; the app is loaded on first use."""
 

@@ -9,7 +9,7 @@ import click
 from kombu.exceptions import OperationalError
 
 from ..transport import redact_url
-from .main import EX_UNAVAILABLE, CommandError, Context, setup_logging
+from .main import Context, broker_unreachable, setup_logging
 
 
 def _queues(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list[str]:
@@ -66,6 +66,4 @@ def worker(obj: Context, task_events: bool | None, hostname: str | None,
     try:
         w.run()
     except OperationalError as exc:
-        raise CommandError(f"cannot connect to the broker at "
-                           f"{redact_url(app.conf.broker_url)}: {exc}",
-                           exit_code=EX_UNAVAILABLE) from exc
+        raise broker_unreachable(app, exc) from exc
