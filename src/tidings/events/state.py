@@ -28,6 +28,7 @@ Celery's known weaknesses:
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import logging
 import threading
@@ -85,11 +86,10 @@ def _warn_drift(hostname: str, drift: float, local_received: float, timestamp: f
 
 
 def heartbeat_expires(timestamp: float, freq: float = 60,
-                      expire_window: float = HEARTBEAT_EXPIRE_WINDOW,
-                      Decimal: type = Decimal, float: type = float,
-                      isinstance: Callable = isinstance) -> float:
+                      expire_window: float = HEARTBEAT_EXPIRE_WINDOW) -> float:
     """When a worker whose last heartbeat was at ``timestamp`` counts as gone."""
-    freq = float(freq) if isinstance(freq, Decimal) else freq
+    if isinstance(freq, Decimal):
+        freq = float(freq)
     if isinstance(timestamp, Decimal):
         timestamp = float(timestamp)
     return timestamp + (freq * (expire_window / 1e2))
@@ -209,8 +209,6 @@ class Worker:
         if not heartbeats or local_received > heartbeats[-1]:
             heartbeats.append(local_received)
         else:
-            import bisect
-
             bisect.insort(heartbeats, local_received)
 
     def update(self, f: dict[str, Any] | None = None, **kw: Any) -> None:
@@ -715,7 +713,7 @@ class State:
         result = self._event(fields)
         return result[0] if result else None
 
-    def rebuild_taskheap(self, timetuple: Any = None) -> None:
+    def rebuild_taskheap(self) -> None:
         """Rebuild the eviction and index bookkeeping from ``tasks``.
 
         There is no heap to rebuild: time order is computed when asked for

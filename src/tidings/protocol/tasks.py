@@ -12,7 +12,7 @@ import os
 import reprlib
 import socket
 import uuid as _uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -154,7 +154,6 @@ class TaskRequest:
     kwargsrepr: str = ""
     origin: str | None = None
     ignore_result: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def parse_message(headers: dict[str, Any] | None, body: Any) -> TaskRequest:

@@ -8,7 +8,6 @@ sorts and counts outside the lock, so ingest is never held up by the screen.
 from __future__ import annotations
 
 import itertools
-import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -104,7 +103,6 @@ class ViewBuilder:
         self.state = state
         self.filter = Filter()
         self.rate = Rate()
-        self._lock = threading.Lock()
 
     def build(self) -> View:
         state = self.state

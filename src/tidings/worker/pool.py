@@ -17,7 +17,7 @@ import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -37,7 +37,6 @@ class Job:
     kwargs: dict[str, Any]
     context: dict[str, Any]
     pid: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def execute(app: Any, job: Job) -> Outcome:

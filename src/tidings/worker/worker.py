@@ -18,7 +18,7 @@ import signal
 import socket
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -138,7 +138,7 @@ class Worker:
         self.dispatcher: EventDispatcher | None = None
         self._done: queue.SimpleQueue[tuple[Job, Outcome]] = queue.SimpleQueue()
         self._requests: dict[str, Request] = {}
-        self._waiting: list[Request] = []  # ready to run, waiting for a pool slot
+        self._waiting: deque[Request] = deque()  # ready to run, waiting for a pool slot
         self._timers: list[tuple[float, int, Request]] = []
         self._seq = itertools.count()
         self._stop = threading.Event()
@@ -351,7 +351,7 @@ class Worker:
 
     def _forget_unacked(self) -> None:
         """After a lost connection, unacked messages will be redelivered: drop them here."""
-        self._waiting = [r for r in self._waiting if r.acked]
+        self._waiting = deque(r for r in self._waiting if r.acked)
         self._timers = [t for t in self._timers if t[2].acked]
         heapq.heapify(self._timers)
         for task_id, request in list(self._requests.items()):
@@ -405,11 +405,7 @@ class Worker:
                       task_id=req.id)
             request.reject(requeue=False)
             return
-        if req.id in self.revoked:
-            self._revoke(request, expired=False)
-            return
-        if request.expired():
-            self._revoke(request, expired=True)
+        if self._discarded(request):
             return
         logger.info("Task %s[%s] received", req.name, req.id)
         self._requests[req.id] = request
@@ -420,15 +416,18 @@ class Worker:
         else:
             self._waiting.append(request)
 
-    def _revoke(self, request: Request, expired: bool, terminated: bool = False,
-                signum: int | None = None) -> None:
+    def _discarded(self, request: Request) -> bool:
+        """Drop a revoked or expired task (checked at receipt and again before it runs)."""
+        expired = request.expired()
+        if not expired and request.id not in self.revoked:
+            return False
         logger.info("Discarding revoked task %s[%s]%s", request.name, request.id,
                     " (expired)" if expired else "")
         self._requests.pop(request.id, None)
         if self.task_events_enabled:
-            self.hook("task_revoked", request, terminated=terminated, signum=signum,
-                      expired=expired)
+            self.hook("task_revoked", request, terminated=False, signum=None, expired=expired)
         request.ack()
+        return True
 
     def _tick(self, start_new: bool = True) -> None:
         """Handle finished jobs, due ETA tasks, and start what fits in the pool."""
@@ -445,14 +444,9 @@ class Worker:
         if not start_new:
             return
         while self._waiting and self.pool.free > 0 and not self._stop.is_set():
-            request = self._waiting.pop(0)
-            if request.id in self.revoked:
-                self._revoke(request, expired=False)
-                continue
-            if request.expired():
-                self._revoke(request, expired=True)
-                continue
-            self._start(request)
+            request = self._waiting.popleft()
+            if not self._discarded(request):
+                self._start(request)
 
     def _start(self, request: Request) -> None:
         req = request.req
