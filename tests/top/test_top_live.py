@@ -70,8 +70,8 @@ def test_in_a_real_terminal(amqp_url, tmp_path):
         c.worker("-E", "-P", "solo", name="tmux@test")
         env_args = [f"{k}={v}" for k, v in c.env.items() if k.startswith(("TIDINGS_", "PYTHON"))]
         exit_file = tmp_path / "exit-code"
-        command = (f"env {' '.join(env_args)} {TIDINGS} -b {amqp_url} events --refresh 0.3; "
-                   f"echo $? > {exit_file}")
+        command = (f"env -u COLUMNS -u LINES {' '.join(env_args)} {TIDINGS} -b {amqp_url} "
+                   f"events --refresh 0.3; echo $? > {exit_file}")
         subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "40",
                         command], check=True)
 
@@ -94,3 +94,29 @@ def test_in_a_real_terminal(amqp_url, tmp_path):
             assert exit_file.read_text().strip() == "0"
         finally:
             subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed")
+def test_unreachable_broker_is_shown_and_retried(tmp_path):
+    session = f"tidings-down-{int(time.time() * 1000) % 10**8}"
+    exit_file = tmp_path / "exit-code"
+    command = (f"env -u COLUMNS -u LINES {TIDINGS} -b amqp://guest:secret@127.0.0.1:1// "
+               f"events; echo $? > {exit_file}")
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "40",
+                    command], check=True)
+
+    def screen() -> str:
+        return subprocess.run(["tmux", "capture-pane", "-p", "-t", session],
+                              capture_output=True, text=True).stdout
+
+    try:
+        assert wait_for(lambda: "amqp://guest:***@127.0.0.1:1//   ⚠ Cannot connect" in screen()
+                        and "retrying" in screen(), 20), screen()
+        assert "secret" not in screen()
+        time.sleep(2.5)
+        assert "Cannot connect" in screen()  # still up, still trying
+        subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
+        assert wait_for(exit_file.exists, 15)
+        assert exit_file.read_text().strip() == "0"
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)

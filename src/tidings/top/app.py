@@ -305,6 +305,7 @@ class TopApp(TextualApp):
         if workers.display:
             workers.show(view)
         self.query_one("#status-text", Static).update(self._status_text(view))
+        self.query_one("#title", Static).update(self._title_text())
         rates = self.builder.rate.per_second() or [0.0]
         self.query_one("#rate", Sparkline).data = rates
 
@@ -328,10 +329,16 @@ class TopApp(TextualApp):
                     + (f" ({', '.join(f'{k} {v}' for k, v in sorted(errors.items()))})"
                        if skipped else ""),
                     style="yellow" if skipped else "dim")
-        if self.status_messages:
-            text.append(f"  {self.status_messages[-1]}", style="bold red"
-                        if "lost" in self.status_messages[-1] or "Cannot" in
-                        self.status_messages[-1] else "dim")
+        return text
+
+    def _title_text(self) -> Text:
+        """The title line, with the receiver's trouble (if any) in plain sight."""
+        text = Text(f"tidings events — {self.broker_label}", no_wrap=True,
+                    overflow="ellipsis")
+        last = self.status_messages[-1] if self.status_messages else ""
+        if last and not last.startswith("connected"):
+            last = last.replace(f" to {self.broker_label}", "")  # already on this line
+            text.append(f"   ⚠ {last}", style="bold white on red")
         return text
 
     # -- actions -------------------------------------------------------------------------
