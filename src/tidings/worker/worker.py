@@ -287,7 +287,7 @@ class Worker:
                 if first is not None and (idle or now - first >= 0.09):
                     self._first_buffered = None
                     self.dispatcher.flush()
-                else:
+                elif self.dispatcher._outbound_buffer:  # sends that failed: retry them
                     self.dispatcher.flush(groups=False)
             self._shutdown(conn, consumer)
         finally:
