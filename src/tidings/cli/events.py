@@ -24,22 +24,17 @@ from ..daemon import detach as daemonize
 from ..events.dumper import Dumper, EventFilter
 from ..events.log import replay as replay_file
 from ..events.receiver import EventReceiver, consume_forever
-from ..transport import redact_url
 from ..utils.rates import parse_rate
-from .main import CommandError, Context, broker_unreachable, setup_logging
+from .main import (
+    CommandError,
+    Context,
+    broker_unreachable,
+    set_process_title,
+    setup_logging,
+)
 
 logger = logging.getLogger("tidings.cli.events")
 logger.setLevel(logging.INFO)  # its "-> ..." progress lines show at the default level
-
-
-def set_process_title(mode: str) -> None:
-    """``tidings events:<mode> <arguments>`` (passwords in URLs hidden)."""
-    try:
-        from setproctitle import setproctitle
-    except ImportError:  # optional: titles are a convenience
-        return
-    args = " ".join(redact_url(a) if "://" in a else a for a in sys.argv[1:])
-    setproctitle(f"tidings events:{mode} {args}".rstrip())
 
 
 def _check_rate(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -118,7 +113,7 @@ def events(obj: Context, dump: bool, json_lines: bool, types: tuple[str, ...],
             verb = "applies" if len(given) == 1 else "apply"
             raise click.UsageError(f"{', '.join(given)} {verb} only with --camera")
     if dump:
-        set_process_title("dump")
+        set_process_title("tidings events:dump")
         if logfile:
             setup_logging(obj.loglevel, logfile)
         return run_dump(obj, json_lines, event_filter, replay)
@@ -137,7 +132,7 @@ def run_monitor(obj: Context, max_tasks: int | None, event_filter: EventFilter,
                                "file or a pipe, use --dump (or --json)")
     from ..top import run_top
 
-    set_process_title("top")
+    set_process_title("tidings events:top")
     app = obj.app
     if replay:
         from ..top.app import TopApp
@@ -277,7 +272,7 @@ def run_camera(obj: Context, camera: str, frequency: float, maxrate: str | None,
                 pid_lock.acquire()
     except DaemonError as exc:
         raise CommandError(str(exc)) from exc
-    set_process_title("cam")
+    set_process_title("tidings events:cam")
     try:
         _run_camera(app, cls, frequency, maxrate, extra, max_tasks, event_filter, replay)
     finally:

@@ -35,6 +35,18 @@ class CommandError(click.ClickException):
         super().show(file)
 
 
+def set_process_title(prefix: str) -> None:
+    """``<prefix> <arguments>`` in ``ps`` (passwords in URLs hidden)."""
+    try:
+        from setproctitle import setproctitle
+    except ImportError:  # optional: titles are a convenience
+        return
+    from ..transport import redact_url
+
+    args = " ".join(redact_url(a) if "://" in a else a for a in sys.argv[1:])
+    setproctitle(f"{prefix} {args}".rstrip())
+
+
 def broker_unreachable(app: App, exc: Exception) -> CommandError:
     """The one-line error (exit status 69) for a broker that cannot be reached."""
     from ..transport import redact_url

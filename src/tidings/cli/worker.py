@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import logging
-import sys
 
 import click
 from kombu.exceptions import OperationalError
 
-from ..transport import redact_url
-from .main import Context, broker_unreachable, setup_logging
+from .main import Context, broker_unreachable, set_process_title, setup_logging
 
 
 def _queues(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list[str]:
@@ -55,13 +53,7 @@ def worker(obj: Context, task_events: bool | None, hostname: str | None,
                task_events=task_events, heartbeat=not without_heartbeat,
                heartbeat_interval=heartbeat_interval,
                prefetch_multiplier=prefetch_multiplier)
-    try:
-        from setproctitle import setproctitle
-
-        setproctitle(f"tidings worker {w.hostname} " + " ".join(
-            redact_url(a) if "://" in a else a for a in sys.argv[1:]))
-    except ImportError:
-        pass
+    set_process_title(f"tidings worker {w.hostname}")
     w.install_signal_handlers()
     try:
         w.run()
