@@ -63,60 +63,65 @@ def test_live_worker_states_and_revoke(amqp_url, tmp_path):
             ingest.close()
 
 
-@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed")
+class Terminal:
+    """A command in a detached 120x40 tmux session; its exit status lands in a file."""
+
+    def __init__(self, command: str, tmp_path) -> None:
+        self.session = f"tidings-test-{int(time.time() * 1000) % 10**8}"
+        self.exit_file = tmp_path / "exit-code"
+        # COLUMNS/LINES from the test's own environment would override the pane's size
+        subprocess.run(["tmux", "new-session", "-d", "-s", self.session, "-x", "120", "-y",
+                        "40", f"env -u COLUMNS -u LINES {command}; "
+                              f"echo $? > {self.exit_file}"], check=True)
+
+    def screen(self) -> str:
+        return subprocess.run(["tmux", "capture-pane", "-p", "-t", self.session],
+                              capture_output=True, text=True).stdout
+
+    def quit_status(self) -> str:
+        """Press q and return the command's exit status."""
+        subprocess.run(["tmux", "send-keys", "-t", self.session, "q"], check=True)
+        assert wait_for(self.exit_file.exists, 15), self.screen()
+        return self.exit_file.read_text().strip()
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "kill-session", "-t", self.session], capture_output=True)
+
+
+needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed")
+
+
+@needs_tmux
 def test_in_a_real_terminal(amqp_url, tmp_path):
-    session = f"tidings-top-{int(time.time() * 1000) % 10**8}"
     with cluster(amqp_url, tmp_path) as c:
         c.worker("-E", "-P", "solo", name="tmux@test")
         env_args = [f"{k}={v}" for k, v in c.env.items() if k.startswith(("TIDINGS_", "PYTHON"))]
-        exit_file = tmp_path / "exit-code"
-        command = (f"env -u COLUMNS -u LINES {' '.join(env_args)} {TIDINGS} -b {amqp_url} "
-                   f"events --refresh 0.3; echo $? > {exit_file}")
-        subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "40",
-                        command], check=True)
-
-        def screen() -> str:
-            return subprocess.run(["tmux", "capture-pane", "-p", "-t", session],
-                                  capture_output=True, text=True).stdout
-
+        term = Terminal(f"env {' '.join(env_args)} {TIDINGS} -b {amqp_url} events "
+                        f"--refresh 0.3", tmp_path)
         try:
-            assert wait_for(lambda: "tidings events" in screen(), 20), screen()
+            assert wait_for(lambda: "tidings events" in term.screen(), 20), term.screen()
             time.sleep(1.5)  # let the receiver bind its queue
             ok = c.proj.add.delay(2, 3)
             bad = c.proj.fail.delay(7)
-            assert wait_for(lambda: "SUCCESS" in screen() and "FAILURE" in screen(), 30), \
-                screen()
-            text = screen()
+            assert wait_for(lambda: "SUCCESS" in term.screen() and "FAILURE" in term.screen(),
+                            30), term.screen()
+            text = term.screen()
             assert ok.id[:8] in text and bad.id[:8] in text
             assert "proj.add" in text and "proj.fail" in text and "tmux@test" in text
-            subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
-            assert wait_for(exit_file.exists, 15)
-            assert exit_file.read_text().strip() == "0"
+            assert term.quit_status() == "0"
         finally:
-            subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+            term.close()
 
 
-@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed")
+@needs_tmux
 def test_unreachable_broker_is_shown_and_retried(tmp_path):
-    session = f"tidings-down-{int(time.time() * 1000) % 10**8}"
-    exit_file = tmp_path / "exit-code"
-    command = (f"env -u COLUMNS -u LINES {TIDINGS} -b amqp://guest:secret@127.0.0.1:1// "
-               f"events; echo $? > {exit_file}")
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "40",
-                    command], check=True)
-
-    def screen() -> str:
-        return subprocess.run(["tmux", "capture-pane", "-p", "-t", session],
-                              capture_output=True, text=True).stdout
-
+    term = Terminal(f"{TIDINGS} -b amqp://guest:secret@127.0.0.1:1// events", tmp_path)
     try:
-        assert wait_for(lambda: "amqp://guest:***@127.0.0.1:1//   ⚠ Cannot connect" in screen()
-                        and "retrying" in screen(), 20), screen()
-        assert "secret" not in screen()
+        assert wait_for(lambda: "amqp://guest:***@127.0.0.1:1//   ⚠ Cannot connect"
+                        in term.screen() and "retrying" in term.screen(), 20), term.screen()
+        assert "secret" not in term.screen()
         time.sleep(2.5)
-        assert "Cannot connect" in screen()  # still up, still trying
-        subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
-        assert wait_for(exit_file.exists, 15)
-        assert exit_file.read_text().strip() == "0"
+        assert "Cannot connect" in term.screen()  # still up, still trying
+        assert term.quit_status() == "0"
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        term.close()
