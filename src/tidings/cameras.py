@@ -24,6 +24,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .events.snapshot import Polaroid
+from .protocol.events import TASK_TIME_FIELDS
 from .transport import default_data_dir
 
 if TYPE_CHECKING:
@@ -55,8 +56,8 @@ def default_db_url() -> str:
     return f"sqlite:///{default_data_dir().parent / 'camera.sqlite'}"
 
 
-TASK_TIMES = ("sent", "received", "started", "succeeded", "failed", "retried", "revoked",
-              "rejected")
+#: One float column per task event time (``sent`` ... ``revoked``).
+TASK_TIMES = TASK_TIME_FIELDS
 TASK_TEXT = ("args", "kwargs", "result", "exception", "traceback")
 
 

@@ -46,8 +46,9 @@ class Snapshotter:
     """Copies a live :class:`State` into a consistent snapshot, incrementally.
 
     Copies of tasks are kept between shots and only the tasks that changed
-    since the previous shot are copied again, so the ingest lock is held for
-    a time proportional to the changes, not to the size of the state.
+    since the previous shot are copied again (:meth:`State.copy_changes`), so
+    ingest pauses for a time proportional to the changes, not to the size of
+    the state.
     """
 
     def __init__(self, state: State) -> None:
@@ -59,30 +60,21 @@ class Snapshotter:
     def take(self, clear_after: bool = False) -> State:
         state = self.state
         shadow = self._shadow
-        with state._mutex:
-            if state._generation != self._generation:
-                shadow.tasks = {}
-                state.take_changes()
-                changed = set(dict.keys(state.tasks))
-                self._generation = state._generation
+        changes = state.copy_changes(self._generation, cluster_state=shadow,
+                                     clear_after=clear_after)
+        self._generation = changes.generation
+        if changes.reset:
+            shadow.tasks = {}
+        for uuid, copy in changes.tasks.items():
+            if copy is None:
+                shadow.tasks.pop(uuid, None)
             else:
-                changed = state.take_changes()
-            live = state.tasks
-            for uuid in changed:
-                task = dict.get(live, uuid)
-                if task is None:
-                    shadow.tasks.pop(uuid, None)
-                else:
-                    shadow.tasks[uuid] = task._clone(shadow)
-            workers = {h: w._clone() for h, w in dict.items(state.workers)}
-            counts = state.event_count, state.task_count
-            if clear_after:
-                state._clear()
-                self._generation = state._generation
-                shadow_tasks = shadow.tasks
-                shadow.tasks = {}
-            else:
-                shadow_tasks = dict(shadow.tasks)
+                shadow.tasks[uuid] = copy
+        if clear_after:
+            shadow_tasks, shadow.tasks = shadow.tasks, {}
+        else:
+            shadow_tasks = dict(shadow.tasks)
+        workers = changes.workers
         for task in shadow_tasks.values():
             worker = task.worker
             if worker is not None:
@@ -90,8 +82,8 @@ class Snapshotter:
         snap = State(workers=workers, tasks=shadow_tasks,
                      max_tasks_in_memory=max(state.max_tasks_in_memory, len(shadow_tasks)),
                      max_workers_in_memory=state.max_workers_in_memory)
-        snap.event_count, snap.task_count = counts
-        snap.changed_tasks = changed  # type: ignore[attr-defined]
+        snap.event_count, snap.task_count = changes.event_count, changes.task_count
+        snap.changed_tasks = set(changes.tasks)  # type: ignore[attr-defined]
         return snap
 
 

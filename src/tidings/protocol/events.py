@@ -37,6 +37,11 @@ REMOTE_HEARTBEAT_FREQ = 5
 BUFFER_LIMIT = 24
 DELIVERY_MODE = 1
 
+#: Event groups whose names other layers need: task events are batched and
+#: switched by ``enable_events``/``disable_events``; worker events are not.
+TASK_GROUP = "task"
+WORKER_GROUP = "worker"
+
 #: Repr truncation limit for args/kwargs/result strings.
 REPR_MAXLEN = 1024
 
@@ -127,8 +132,48 @@ EVENT_TYPES: dict[str, EventType] = {
 TASK_EVENT_TO_STATE: dict[str, str] = {
     e.subject: e.state for e in EVENT_TYPES.values() if e.group == "task" and e.state
 }
-TASK_EVENT_TYPES = tuple(t for t in EVENT_TYPES if t.startswith("task-"))
-WORKER_EVENT_TYPES = tuple(t for t in EVENT_TYPES if t.startswith("worker-"))
+TASK_EVENT_TYPES = tuple(t for t, e in EVENT_TYPES.items() if e.group == TASK_GROUP)
+WORKER_EVENT_TYPES = tuple(t for t, e in EVENT_TYPES.items() if e.group == WORKER_GROUP)
+
+#: Keys a receiver adds to every event it hands on.
+RECEIVER_FIELDS = ("local_received",)
+
+#: Keys that describe an event rather than its subject: a late event must
+#: not overwrite the newer event's values of these.
+EVENT_META_FIELDS = (*ENVELOPE_FIELDS, *RECEIVER_FIELDS)
+
+#: Task attributes that record when each task event happened, in lifecycle
+#: order (``task.started`` is the timestamp of ``task-started``).  The SQL
+#: camera's columns, the monitors' time columns and State's defaults.
+TASK_TIME_FIELDS = tuple(EVENT_TYPES[t].subject for t in TASK_EVENT_TYPES)
+
+#: Every field some task event carries (besides the envelope), first seen first.
+TASK_EVENT_FIELDS = tuple(dict.fromkeys(
+    f for t in TASK_EVENT_TYPES for f in EVENT_TYPES[t].fields))
+
+#: What a late ``task-received`` may still contribute to a task that has
+#: moved on (Celery's merge rule): the task-received fields but its id.
+RECEIVED_MERGE_FIELDS = frozenset(EVENT_TYPES["task-received"].fields) - {"uuid"}
+
+#: A task as Celery's consumer API shows it (``Task.as_dict()``, Flower's
+#: task API), in Celery's order; ``root``, ``parent`` and ``children`` are
+#: task ids.
+TASK_DICT_FIELDS = (
+    "uuid", "name", "state", "received", "sent", "started", "rejected", "succeeded",
+    "failed", "retried", "revoked", "args", "kwargs", "eta", "expires", "retries", "worker",
+    "result", "exception", "timestamp", "runtime", "traceback", "exchange", "routing_key",
+    "clock", "client", "root", "root_id", "parent", "parent_id", "children",
+)
+
+#: The fields ``Task.info()`` shows by default (Celery's ``_info_fields``).
+TASK_INFO_FIELDS = ("args", "kwargs", "retries", "result", "eta", "runtime", "expires",
+                    "exception", "exchange", "routing_key", "root_id", "parent_id")
+
+#: Attributes of a worker as a monitor keeps it (Celery's ``Worker._fields``
+#: order): identity from the envelope, the heartbeat fields, and the local
+#: receive times of its last heartbeats.
+WORKER_STATE_FIELDS = ("hostname", "pid", WORKER_FIELDS[0], "heartbeats", "clock",
+                       *WORKER_FIELDS[1:])
 
 #: Human names used by the text dumper (Celery's evdump wording).
 HUMAN_TYPES = {

@@ -24,6 +24,10 @@ UNREADY_STATES = frozenset({PENDING, RECEIVED, STARTED, REJECTED, RETRY})
 EXCEPTION_STATES = frozenset({RETRY, FAILURE, REVOKED})
 PROPAGATE_STATES = frozenset({FAILURE, REVOKED})
 
+#: The states in the order a task lives through them, for display (counts,
+#: legends); the final ones last.
+LIFECYCLE_ORDER = (PENDING, RECEIVED, STARTED, RETRY, SUCCESS, FAILURE, REVOKED, REJECTED)
+
 #: Lower rank = logically later.  A state not listed here (a custom state such
 #: as ``PROGRESS``) ranks as :data:`UNKNOWN_RANK`, between FAILURE and REVOKED,
 #: as in Celery.

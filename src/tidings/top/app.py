@@ -22,18 +22,27 @@ from textual.widget import Widget
 from textual.widgets import Input, Sparkline, Static
 
 from ..events.state import State, Task
+from ..protocol import states
+from ..protocol.events import TASK_TIME_FIELDS
 from .view import STATE_ORDER, Filter, View, ViewBuilder, fmt_runtime, fmt_time
 
 STATE_STYLES = {
-    "PENDING": "grey62",
-    "RECEIVED": "cyan",
-    "STARTED": "yellow",
-    "SUCCESS": "green",
-    "FAILURE": "bold red",
-    "RETRY": "dark_orange",
-    "REVOKED": "magenta",
-    "REJECTED": "red",
+    states.PENDING: "grey62",
+    states.RECEIVED: "cyan",
+    states.STARTED: "yellow",
+    states.SUCCESS: "green",
+    states.FAILURE: "bold red",
+    states.RETRY: "dark_orange",
+    states.REVOKED: "magenta",
+    states.REJECTED: "red",
 }
+
+#: Task attributes holding epoch times, shown as clock times in the details.
+TIME_FIELDS = (*TASK_TIME_FIELDS, "timestamp")
+#: The details view, top to bottom (times last).
+DETAIL_FIELDS = ("name", "state", "worker", "client", "args", "kwargs", "result",
+                 "exception", "runtime", "retries", "eta", "expires", "root_id", "parent_id",
+                 "exchange", "routing_key", *TIME_FIELDS)
 
 HELP = """\
 [b]Keys[/b]
@@ -78,12 +87,7 @@ class TaskTable(Widget, can_focus=True):
 
     def _snapshot(self, state: State) -> None:
         visible = self.rows[self.top:self.top + self.page]
-        with state._mutex:  # each refresh reads its rows at one instant
-            self._lines = [
-                (t.uuid or "", t.name or "", t.worker.hostname if t.worker else "",
-                 t.state or "", fmt_time(t.received or t.sent or t.timestamp),
-                 fmt_runtime(t.runtime))
-                for t in visible]
+        self._lines = state.read_tasks(visible, _table_row)  # rows read at one instant
         self.refresh()
 
     def _clamp(self) -> None:
@@ -151,6 +155,19 @@ class TaskTable(Widget, can_focus=True):
                 self.move(to=index)
                 if event.chain >= 2 and isinstance(self.app, TopApp):
                     self.app.action_details()
+
+
+def _table_row(t: Task) -> tuple[str, str, str, str, str, str]:
+    return (t.uuid or "", t.name or "", t.worker.hostname if t.worker else "",
+            t.state or "", fmt_time(t.received or t.sent or t.timestamp),
+            fmt_runtime(t.runtime))
+
+
+def _details(task: Task) -> tuple[dict[str, Any], str | None]:
+    info = {"name": task.name, "state": task.state,
+            "worker": task.worker.hostname if task.worker else None, "client": task.client}
+    info.update(task.info(extra=TIME_FIELDS))
+    return info, task.traceback
 
 
 def _cut(text: str, width: int) -> str:
@@ -366,23 +383,13 @@ class TopApp(TextualApp):
         task = self._selected()
         if task is None:
             return
-        with self.state._mutex:
-            info = {"name": task.name, "state": task.state,
-                    "worker": task.worker.hostname if task.worker else None,
-                    "client": task.client}
-            info.update(task.info(extra=["received", "sent", "started", "succeeded", "failed",
-                                         "retried", "revoked", "rejected", "timestamp"]))
-            tb = task.traceback
+        info, tb = self.state.read_tasks([task], _details)[0]
         body = Text()
-        for key in ("name", "state", "worker", "client", "args", "kwargs", "result",
-                    "exception", "runtime", "retries", "eta", "expires", "root_id",
-                    "parent_id", "exchange", "routing_key", "sent", "received", "started",
-                    "succeeded", "failed", "retried", "revoked", "rejected", "timestamp"):
+        for key in DETAIL_FIELDS:
             value = info.get(key)
             if value is None:
                 continue
-            if key in ("sent", "received", "started", "succeeded", "failed", "retried",
-                       "revoked", "rejected", "timestamp"):
+            if key in TIME_FIELDS:
                 value = f"{fmt_time(value)} ({value})"
             body.append(f"{key:>12}: ", style="bold")
             body.append(f"{value}\n", style=STATE_STYLES.get(value, "") if key == "state"

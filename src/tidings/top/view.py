@@ -12,12 +12,14 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from operator import attrgetter
 from typing import Any
 
 from ..events.state import State, Task
+from ..protocol.states import LIFECYCLE_ORDER
 
-STATE_ORDER = ("PENDING", "RECEIVED", "STARTED", "RETRY", "SUCCESS", "FAILURE", "REVOKED",
-               "REJECTED")
+#: States in the order the status bar counts them.
+STATE_ORDER = LIFECYCLE_ORDER
 
 
 @dataclass(frozen=True)
@@ -107,22 +109,23 @@ class ViewBuilder:
     def build(self) -> View:
         state = self.state
         now = time.time()
-        with state._mutex:
-            tasks = list(dict.values(state.tasks))
-            workers = worker_rows(state, now)
-            events = state.event_count
+        tasks, workers, events = state.freeze_while(_collect, state, now)
         self.rate.add(time.monotonic(), events)
         counts = Counter(t.state for t in tasks)
         flt = self.filter
         if flt:
             tasks = [t for t in tasks if flt.matches(t)]
-        tasks = [t for t in tasks if t._last is not None]
+        tasks = [t for t in tasks if t.last_key is not None]
         tasks.sort(key=_sort_key, reverse=True)
         return View(tasks, sum(counts.values()), counts, workers, events, now)
 
 
-def _sort_key(task: Task) -> Any:
-    return task._last
+def _collect(state: State, now: float) -> tuple[list[Task], list, int]:
+    """What one view needs, read at one instant (runs with ingest paused)."""
+    return state.task_list(), worker_rows(state, now), state.event_count
+
+
+_sort_key = attrgetter("last_key")
 
 
 def fmt_time(ts: float | None) -> str:

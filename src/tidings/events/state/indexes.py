@@ -1,0 +1,121 @@
+"""The State's containers: ``tasks``, ``workers``, ``tasks_by_type``, ``tasks_by_worker``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+__all__ = ["TaskIndex", "TaskMap", "WorkerMap"]
+
+
+class _Snapshotting(dict):
+    """A plain dict whose iteration works on a snapshot.
+
+    Ingest mutates the dict from the receiver's thread; a reader in another
+    thread (a monitor, a camera) iterating at the same time would otherwise
+    hit "dictionary changed size during iteration".  Lookups stay the C dict's.
+    """
+
+    limit: int | None = None
+
+    def keys(self) -> list:  # type: ignore[override]
+        return list(dict.keys(self))
+
+    def values(self) -> list:  # type: ignore[override]
+        return list(dict.values(self))
+
+    def items(self) -> list:  # type: ignore[override]
+        return list(dict.items(self))
+
+    def __iter__(self) -> Iterator:
+        return iter(list(dict.keys(self)))
+
+    @property
+    def data(self) -> _Snapshotting:
+        """Celery's ``LRUCache.data`` (the underlying mapping)."""
+        return self
+
+    def __reduce__(self) -> tuple:
+        return self.__class__, (dict(dict.items(self)),)
+
+
+class TaskMap(_Snapshotting):
+    """``State.tasks``: uuid -> :class:`~tidings.events.state.Task`."""
+
+
+class WorkerMap(_Snapshotting):
+    """``State.workers``: hostname -> :class:`~tidings.events.state.Worker`."""
+
+
+Sorter = Callable[[Iterable[Any], "int | None", bool], Iterator[tuple[str, Any]]]
+
+
+class TaskIndex:
+    """``tasks_by_type`` / ``tasks_by_worker``: a key -> tasks index.
+
+    Indexing (``index['proj.add']``) gives the set of tasks under that key;
+    calling (``index('proj.add', limit=None, reverse=True)``) yields
+    ``(uuid, task)`` newest first, as Celery's callable defaultdict does.
+    Keys whose last task is gone are removed, so the index stays bounded.
+    """
+
+    def __init__(self, tasks: dict[str, Any], sort: Sorter) -> None:
+        self._tasks = tasks
+        self._sort = sort
+        self._ids: dict[str, set[str]] = {}
+
+    def add(self, key: str, uuid: str) -> None:
+        ids = self._ids.get(key)
+        if ids is None:
+            self._ids[key] = {uuid}
+        else:
+            ids.add(uuid)
+
+    def discard(self, key: str | None, uuid: str) -> None:
+        ids = self._ids.get(key)  # type: ignore[arg-type]
+        if ids is not None:
+            ids.discard(uuid)
+            if not ids:
+                del self._ids[key]  # type: ignore[arg-type]
+
+    def move(self, old: str | None, new: str | None, uuid: str) -> None:
+        """Re-file ``uuid`` from ``old`` to ``new`` (either may be None)."""
+        if old is not None:
+            self.discard(old, uuid)
+        if new is not None:
+            self.add(new, uuid)
+
+    def clear(self) -> None:
+        self._ids.clear()
+
+    def __getitem__(self, key: str) -> set[Any]:
+        get = self._tasks.get
+        return {t for t in map(get, list(self._ids.get(key, ()))) if t is not None}
+
+    def get(self, key: str, default: Any = None) -> set[Any] | Any:
+        return self[key] if key in self._ids else default
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._ids
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._ids))
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def keys(self) -> list[str]:
+        return list(self._ids)
+
+    def items(self) -> list[tuple[str, set[Any]]]:
+        return [(k, self[k]) for k in list(self._ids)]
+
+    def ids(self, key: str) -> set[str]:
+        return set(self._ids.get(key, ()))
+
+    def __call__(self, key: str, limit: int | None = None, reverse: bool = True
+                 ) -> Iterator[tuple[str, Any]]:
+        return self._sort(self[key], limit, reverse)
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return {k: sorted(v) for k, v in self._ids.items()}
