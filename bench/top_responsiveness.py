@@ -67,7 +67,7 @@ def main() -> None:
     latencies: list[float] = []
 
     async def drive() -> None:
-        tui = TopApp(state, broker_label="bench", refresh=0.5)
+        tui = TopApp(state, label="bench", refresh=0.5)
         async with tui.run_test(size=(120, 40)) as pilot:
             await pilot.pause(1.0)
             table = tui.query_one(TaskTable)

@@ -2,26 +2,28 @@
 
 from __future__ import annotations
 
+import importlib
 import os
-import socket
+import sys
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from kombu import Connection
 from kombu.clocks import LamportClock
 
-from .config import Settings
-from .transport import connection_for, redact_url
+from .config import Settings, default_settings
+from .control import Control
+from .events.dispatcher import EventDispatcher
+from .events.receiver import EventReceiver
+from .events.state import State
+from .protocol.clock import default_clock
+from .protocol.events import BUFFER_LIMIT, DELIVERY_MODE
+from .task import Publisher, send_task, task_decorator
+from .transport import connection_from_settings, redact_url
+from .utils.nodenames import anon_nodename
 
-if TYPE_CHECKING:
-    from .events.dispatcher import EventDispatcher
-    from .events.receiver import EventReceiver
-    from .events.state import State
-
-
-def anon_nodename(hostname: str | None = None, prefix: str = "gen") -> str:
-    """Node name of a process that is not a worker: ``gen<pid>@<host>`` (Celery's)."""
-    return f"{prefix}{os.getpid()}@{hostname or socket.gethostname()}"
+__all__ = ["App", "AppEvents", "AppLoadError", "anon_nodename", "app_from_celery",
+           "default_app", "is_celery_app", "load_app"]
 
 
 class App:
@@ -50,21 +52,15 @@ class App:
         Options: ``name``, ``bind``, ``max_retries``, ``default_retry_delay``,
         ``acks_late``, ``ignore_result``, ``queue``.
         """
-        from .task import task_decorator
-
         return task_decorator(self, *args, **options)
 
     def send_task(self, name: str, args: Any = None, kwargs: Any = None, **options: Any
                   ) -> Any:
         """Publish a task by name (it need not be registered here)."""
-        from .task import send_task
-
         return send_task(self, name, args, kwargs, **options)
 
     @cached_property
-    def publisher(self) -> Any:
-        from .task import Publisher
-
+    def publisher(self) -> Publisher:
         return Publisher(self)
 
     def __repr__(self) -> str:
@@ -79,23 +75,14 @@ class App:
         return self._connection(url, **kwargs)
 
     def _connection(self, url: str | None = None, **kwargs: Any) -> Connection:
-        conf = self.conf
-        return connection_for(
-            url or conf.broker_url,
-            data_dir=conf.broker_data_dir,
-            transport_options=kwargs.pop("transport_options", None)
-            or conf.broker_transport_options,
-            connect_timeout=kwargs.pop("connect_timeout", conf.broker_connection_timeout),
-        )
+        return connection_from_settings(self.conf, url, **kwargs)
 
     @cached_property
     def events(self) -> AppEvents:
         return AppEvents(self)
 
     @cached_property
-    def control(self) -> Any:
-        from .control import Control
-
+    def control(self) -> Control:
         return Control(self)
 
 
@@ -108,11 +95,9 @@ class AppEvents:
     def Dispatcher(self, connection: Connection | None = None, hostname: str | None = None,
                    enabled: bool = True, channel: Any = None, buffer_while_offline: bool = True,
                    app: App | None = None, serializer: str | None = None,
-                   groups: Any = None, delivery_mode: int = 1, buffer_group: Any = None,
-                   buffer_limit: int = 24, on_send_buffered: Any = None,
-                   **kwargs: Any) -> EventDispatcher:
-        from .events.dispatcher import EventDispatcher
-
+                   groups: Any = None, delivery_mode: int = DELIVERY_MODE,
+                   buffer_group: Any = None, buffer_limit: int = BUFFER_LIMIT,
+                   on_send_buffered: Any = None, **kwargs: Any) -> EventDispatcher:
         return EventDispatcher(
             connection, hostname=hostname, enabled=enabled, channel=channel,
             buffer_while_offline=buffer_while_offline, app=app or self.app,
@@ -126,8 +111,6 @@ class AppEvents:
                  queue_prefix: str | None = None, accept: Any = None,
                  queue_ttl: float | None = None, queue_expires: float | None = None,
                  **kwargs: Any) -> EventReceiver:
-        from .events.receiver import EventReceiver
-
         return EventReceiver(
             channel, handlers=handlers, routing_key=routing_key, node_id=node_id,
             app=app or self.app, queue_prefix=queue_prefix, accept=accept,
@@ -135,8 +118,6 @@ class AppEvents:
         )
 
     def State(self, *args: Any, **kwargs: Any) -> State:
-        from .events.state import State
-
         return State(*args, **kwargs)
 
 
@@ -144,10 +125,17 @@ _default_app: App | None = None
 
 
 def default_app() -> App:
-    """The app used when a class is built without one (configured from the environment)."""
+    """The app of code that names none: configured from the environment.
+
+    It shares its settings and Lamport clock with the dispatchers and
+    receivers made without an app.
+    """
     global _default_app
     if _default_app is None:
-        _default_app = App("default")
+        app = App("default")
+        app.conf = default_settings()
+        app.clock = default_clock()
+        _default_app = app
     return _default_app
 
 
@@ -192,9 +180,6 @@ def load_app(spec: str) -> App:
     With only a module, its ``app`` or ``celery`` attribute is used, else the
     one App (or Celery app) it defines.
     """
-    import importlib
-    import sys
-
     module_name, _, attribute = spec.partition(":")
     if not module_name:
         raise AppLoadError(f"invalid app {spec!r}: expected module or module:attribute")

@@ -192,3 +192,14 @@ def _copy_default(value: Any) -> Any:
     if isinstance(value, list | dict):
         return type(value)(value)
     return value
+
+
+_default_settings: Settings | None = None
+
+
+def default_settings() -> Settings:
+    """The process's settings when no app is given: the environment's, read once."""
+    global _default_settings
+    if _default_settings is None:
+        _default_settings = Settings()
+    return _default_settings

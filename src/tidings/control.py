@@ -11,8 +11,42 @@ from typing import TYPE_CHECKING, Any
 
 from kombu.pidbox import Mailbox
 
+from .transport import control_mailbox
+
 if TYPE_CHECKING:
     from .app import App
+
+__all__ = ["Control", "broadcast"]
+
+
+def broadcast(
+    conf: Any,
+    clock: Any,
+    connection: Any,
+    command: str,
+    arguments: dict[str, Any] | None = None,
+    destination: list[str] | None = None,
+    reply: bool = False,
+    timeout: float = 1.0,
+    limit: int | None = None,
+    callback: Any = None,
+    channel: Any = None,
+    pattern: str | None = None,
+    matcher: str | None = None,
+) -> list[dict[str, Any]] | None:
+    """Send ``command`` to every worker (or ``destination``) over ``connection``.
+
+    What the mailbox needs comes from the settings ``conf`` and the Lamport
+    ``clock``, so a receiver can wake workers up without an app.
+    """
+    if destination is not None and not isinstance(destination, list | tuple):
+        raise ValueError("destination must be a list of node names")
+    if limit is None and destination:
+        limit = len(destination)
+    return control_mailbox(conf, clock)(connection)._broadcast(
+        command, arguments, destination, reply, timeout, limit, callback,
+        channel=channel, pattern=pattern, matcher=matcher,
+    )
 
 
 class Control:
@@ -24,20 +58,7 @@ class Control:
     @property
     def mailbox(self) -> Mailbox:
         """Built from the current settings, so changing ``app.conf`` takes effect."""
-        conf = self.app.conf
-        return Mailbox(
-            conf.control_exchange,
-            type="fanout",
-            accept=conf.accept_content,
-            serializer=conf.task_serializer,
-            clock=self.app.clock,
-            queue_ttl=conf.control_queue_ttl,
-            reply_queue_ttl=conf.control_queue_ttl,
-            queue_expires=conf.control_queue_expires,
-            reply_queue_expires=conf.control_queue_expires,
-            queue_exclusive=conf.control_queue_exclusive,
-            queue_durable=conf.control_queue_durable,
-        )
+        return control_mailbox(self.app.conf, self.app.clock)
 
     def broadcast(
         self,
@@ -54,21 +75,15 @@ class Control:
         matcher: str | None = None,
     ) -> list[dict[str, Any]] | None:
         """Send ``command`` to every worker (or ``destination``); collect replies if asked."""
-        if destination is not None and not isinstance(destination, list | tuple):
-            raise ValueError("destination must be a list of node names")
-        if limit is None and destination:
-            limit = len(destination)
         own = connection is None
         conn = connection or self.app.connection_for_write()
         try:
-            return self.mailbox(conn)._broadcast(
-                command, arguments, destination, reply, timeout, limit, callback,
-                channel=channel, pattern=pattern, matcher=matcher,
-            )
+            return broadcast(self.app.conf, self.app.clock, conn, command, arguments,
+                             destination, reply, timeout, limit, callback, channel=channel,
+                             pattern=pattern, matcher=matcher)
         finally:
             if own:
                 conn.close()
-
     def heartbeat(self, **kwargs: Any) -> Any:
         """Ask workers to send a ``worker-heartbeat`` now (used to wake monitors up)."""
         return self.broadcast("heartbeat", **kwargs)

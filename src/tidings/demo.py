@@ -18,7 +18,10 @@ import time
 from collections import Counter
 from typing import IO, Any
 
-from . import App
+from .app import App
+from .events.dumper import Dumper
+from .events.source import BrokerSource
+from .events.state import State
 from .task import Reject
 
 DEMO_QUEUE = "tidings.demo"
@@ -72,9 +75,6 @@ def _worker_command(name: str) -> list[str]:
 def run_demo(duration: float | None, out: IO[str], log: IO[str] | None = None,
              monitor: bool = False) -> int:
     """Run the demo, shown in the live monitor or (``monitor=False``) as the text dump."""
-    from .events import EventReceiver, State
-    from .events.dumper import Dumper
-
     state = State()
     counts: Counter[str] = Counter()
     dumper = Dumper(out)
@@ -89,8 +89,10 @@ def run_demo(duration: float | None, out: IO[str], log: IO[str] | None = None,
     env["TIDINGS_TASK_DEFAULT_QUEUE"] = DEMO_QUEUE
     if app.conf.broker_url:
         env["TIDINGS_BROKER_URL"] = app.conf.broker_url
-    receiver = EventReceiver(app.connection_for_read(), handlers={"*": on_event}, app=app)
-    listener = threading.Thread(target=_capture, args=(receiver,), daemon=True)
+    source = BrokerSource(app, wakeup=False)
+    stop_receiving = threading.Event()
+    listener = threading.Thread(target=source.run_guarded, args=(on_event, stop_receiving),
+                                kwargs={"on_status": _say_trouble}, daemon=True)
     listener.start()
     workers: list[subprocess.Popen] = []
     stop = threading.Event()
@@ -112,13 +114,12 @@ def run_demo(duration: float | None, out: IO[str], log: IO[str] | None = None,
                 break
         if monitor:
             from .top.app import TopApp
-            from .transport import redact_url
 
             client = threading.Thread(target=_client, args=(state, stop, started, None),
                                       daemon=True)
             client.start()
-            TopApp(state, app=app, broker_label=redact_url(app.conf.broker_url) + " (demo)",
-                   receiver_errors=receiver.errors, exit_after=duration).run()
+            TopApp(state, app=app, source=source, label=f"{source.label} (demo)",
+                   exit_after=duration).run()
             stop.set()
             client.join(15)
         else:
@@ -137,7 +138,7 @@ def run_demo(duration: float | None, out: IO[str], log: IO[str] | None = None,
         while counts["worker-offline"] < len(workers) and time.monotonic() < deadline:
             time.sleep(0.1)
         time.sleep(0.3)
-        receiver.should_stop = True
+        stop_receiving.set()
         listener.join(5)
         dumper.flush()
         for sig, handler in old.items():
@@ -150,11 +151,9 @@ def run_demo(duration: float | None, out: IO[str], log: IO[str] | None = None,
     return 0
 
 
-def _capture(receiver: Any) -> None:
-    try:
-        receiver.capture(wakeup=False)
-    except Exception as exc:  # pragma: no cover - shown to the user
-        print(f"-> demo: receiver stopped: {exc!r}", file=sys.stderr)
+def _say_trouble(status: Any) -> None:
+    if not status.ok:
+        print(f"-> demo: {status}", file=sys.stderr)
 
 
 def _wait_state(state: Any, task_id: str, wanted: set[str], stop: threading.Event,

@@ -14,9 +14,12 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from kombu import Exchange, Producer, Queue
+from kombu import Producer
 
+from .events.dispatcher import EventDispatcher
 from .protocol.tasks import DEFAULT_QUEUE, TASK_DELIVERY_MODE, TaskMessage, build_message
+from .transport import task_queue
+from .utils.nodenames import anon_nodename
 
 if TYPE_CHECKING:
     from .app import App
@@ -179,8 +182,7 @@ class Publisher:
     def publish(self, message: TaskMessage, sent_event: bool | None = None) -> None:
         app = self.app
         producer = self._producer()
-        queue = Queue(message.queue, Exchange(message.queue, "direct"),
-                      routing_key=message.queue, durable=True)
+        queue = task_queue(message.queue)
         props = dict(message.properties)
         if message.expiration is not None:
             props["expiration"] = message.expiration
@@ -202,10 +204,7 @@ class Publisher:
             self._sent_dispatcher(producer).publish(
                 "task-sent", fields, producer, retry=True, retry_policy=PUBLISH_RETRY_POLICY)
 
-    def _sent_dispatcher(self, producer: Producer) -> Any:
-        from .app import anon_nodename
-        from .events.dispatcher import EventDispatcher
-
+    def _sent_dispatcher(self, producer: Producer) -> EventDispatcher:
         dispatcher = getattr(self._local, "dispatcher", None)
         hostname = anon_nodename()  # per call: a forked child reports its own pid
         if dispatcher is None or dispatcher.hostname != hostname:

@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import FIXTURES
 from tidings import App
-from tidings.events import EventReceiver, State
+from tidings.events import State
 from tidings.events.log import replay
 from tidings.top.app import ConfirmScreen, TaskTable, TextScreen, TopApp, WorkersPanel
 
@@ -18,7 +18,7 @@ def corpus_state():
     app = App(broker="memory://")
     state = State()
     stats = replay(FIXTURES / "events-rabbitmq.jsonl", state.event,
-                   receiver=EventReceiver(app.connection_for_read(), app=app))
+                   clock=app.clock)
     assert stats.events == 107
     return state
 
@@ -37,7 +37,7 @@ def body_text(tui: TopApp) -> str:
 
 def test_shows_tasks_newest_first_with_states_and_status(corpus_state):
     async def go():
-        tui = TopApp(corpus_state, broker_label="amqp://guest:***@h//", refresh=0.1)
+        tui = TopApp(corpus_state, label="amqp://guest:***@h//", refresh=0.1)
         async with tui.run_test(size=(120, 40)) as pilot:
             await pilot.pause(0.3)
             table = tui.query_one(TaskTable)

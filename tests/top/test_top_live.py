@@ -33,8 +33,8 @@ def test_live_worker_states_and_revoke(amqp_url, tmp_path):
                 for u in (ok.id, bad.id, long.id)), 20)
 
             async def go():
-                tui = TopApp(state, app=c.app, broker_label="live", refresh=0.2,
-                             receiver_errors=ingest.errors, status=ingest.status)
+                tui = TopApp(state, app=c.app, source=ingest.source, label="live",
+                             refresh=0.2)
                 async with tui.run_test(size=(120, 40)) as pilot:
                     await pilot.pause(0.5)
                     text = tui.query_one(TaskTable).render().plain
@@ -122,6 +122,27 @@ def test_unreachable_broker_is_shown_and_retried(tmp_path):
         assert "secret" not in term.screen()
         time.sleep(2.5)
         assert "Cannot connect" in term.screen()  # still up, still trying
+        assert term.quit_status() == "0"
+    finally:
+        term.close()
+
+
+@needs_tmux
+def test_replay_in_the_monitor_honours_the_filters(tmp_path):
+    """--replay with --type in monitor mode shows only what the filter keeps (it used not to)."""
+    from tests.conftest import FIXTURES
+
+    corpus = FIXTURES / "events-rabbitmq.jsonl"
+    term = Terminal(f"{TIDINGS} -b memory:// events --replay {corpus} --type task-failed "
+                    f"--refresh 0.2", tmp_path)
+    try:
+        assert wait_for(lambda: "FAILURE" in term.screen(), 20), term.screen()
+        time.sleep(0.5)
+        text = term.screen()
+        assert "350c241d" in text and "9269de98" in text
+        for other in ("SUCCESS", "STARTED", "RECEIVED", "REVOKED", "RETRY"):
+            assert other not in text.split("events/s")[0], text
+        assert "2 tasks" in text, text
         assert term.quit_status() == "0"
     finally:
         term.close()

@@ -10,7 +10,7 @@ from tidings.events.log import replay
 def test_replaying_the_corpus_prints_what_celery_printed(corpus_rabbitmq):
     out = io.StringIO()
     stats = replay(FIXTURES / "events-rabbitmq.jsonl", Dumper(out).on_event,
-                   receiver=_receiver())
+                   clock=_clock())
     assert stats.events == 107 and stats.skipped == 0
     mine = out.getvalue().splitlines()
     celery = (FIXTURES / "dump-output.txt").read_text().splitlines()[1:]  # minus the banner
@@ -21,12 +21,10 @@ def test_replaying_the_corpus_prints_what_celery_printed(corpus_rabbitmq):
         assert mask.sub("local_received=?", ours) == mask.sub("local_received=?", theirs)
 
 
-def _receiver():
+def _clock():
     from tidings import App
-    from tidings.events import EventReceiver
 
-    app = App(broker="memory://")
-    return EventReceiver(app.connection_for_read(), app=app)
+    return App(broker="memory://").clock
 
 
 def test_celery_edge_cases_of_the_text_format():

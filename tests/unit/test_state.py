@@ -263,8 +263,8 @@ def test_fix_2_task_events_refresh_worker_with_local_time():
 
 
 @pytest.mark.parametrize("key", ["children", "worker", "cluster_state", "event", "state",
-                                 "_children", "_last", "info", "as_dict", "ready", "parent",
-                                 "__class__", "__dict__"])
+                                 "_children", "_last", "last_key", "first_key", "info",
+                                 "as_dict", "ready", "parent", "__class__", "__dict__"])
 def test_fix_5_event_keys_cannot_overwrite_task_internals(key):
     s = State()
     s.event(ev("task-received", uuid="p", name="parent"))
@@ -375,3 +375,99 @@ def test_bounds_hold_for_every_index():
     assert len(s._tasks_to_resolve) <= 100
     assert len(s._order) <= 2 * 100 + 64 + 1 and len(s._ready) <= 2 * 100 + 64 + 1
     assert sum(len(v) for v in s.tasks_by_worker._ids.values()) <= 100
+
+
+# -- subclassing (Celery's extension point, used by Flower) ---------------------------------
+
+
+class CustomTask(Task):
+    __slots__ = ()
+
+    def summary(self):
+        return f"{self.name}: {self.state}"
+
+    @property
+    def label(self):
+        return self.name.upper() if self.name else ""
+
+
+class CustomWorker(Worker):
+    def describe(self):
+        return self.hostname
+
+
+class CustomState(State):
+    Task = CustomTask
+    Worker = CustomWorker
+
+
+def test_a_state_subclass_gets_its_own_task_and_worker_classes():
+    s = CustomState()
+    task_flow(s, "a", worker="w9@h")
+    s.event(ev("task-sent", hostname="client@h", uuid="b", name="n"))
+    s.event(ev("worker-online", hostname="w8@h", freq=2.0))
+    assert type(s.tasks["a"]) is CustomTask and type(s.tasks["b"]) is CustomTask
+    assert s.tasks["a"].summary() == "proj.add: SUCCESS"
+    # workers created by a task event and by a worker event alike
+    assert type(s.workers["w9@h"]) is CustomWorker and type(s.workers["w8@h"]) is CustomWorker
+    assert type(s.get_or_create_task("c")[0]) is CustomTask
+
+
+def test_a_subclass_attributes_are_protected_from_event_keys():
+    s = CustomState()
+    s.event(ev("task-received", uuid="a", name="n", summary="evil", label="evil"))
+    s.event(ev("worker-online", freq=2.0, describe="evil"))
+    t = s.tasks["a"]
+    assert t.summary() == "n: RECEIVED" and t.label == "N"
+    assert s.workers["w1@h"].describe() == "w1@h"
+    # the base classes are unaffected by the subclass's names
+    plain = State()
+    plain.event(ev("task-received", uuid="a", name="n", summary="kept"))
+    assert plain.tasks["a"].summary == "kept"
+
+
+def test_drift_warnings_are_remembered_per_state(caplog):
+    for _ in range(2):
+        s = State()
+        for clock in (1, 2):
+            s.event(ev("worker-heartbeat", hostname="drifty@h", clock=clock, ts=1000.0,
+                       local=1040.0, freq=2.0))
+    assert caplog.text.count("Substantial drift") == 2  # once in each State
+
+
+def test_hooks_see_every_applied_event_and_eviction():
+    seen = []
+
+    class Hooked(State):
+        def on_task_event(self, task, subject, created):
+            seen.append(("task", task.uuid, subject, created))
+
+        def on_worker_event(self, worker, subject, created):
+            seen.append(("worker", worker.hostname, subject, created))
+
+        def on_task_evicted(self, task):
+            seen.append(("evicted", task.uuid))
+
+    s = Hooked(max_tasks_in_memory=1)
+    s.event(ev("worker-online", freq=2.0))
+    task_flow(s, "a")
+    s.event(ev("task-received", clock=9, uuid="b", name="n"))
+    assert seen == [("worker", "w1@h", "online", True),
+                    ("task", "a", "received", True), ("task", "a", "started", False),
+                    ("task", "a", "succeeded", False),
+                    ("evicted", "a"), ("task", "b", "received", True)]
+
+
+def test_read_api_gives_consistent_copies_of_changes():
+    s = State()
+    task_flow(s, "a")
+    first = s.copy_changes()
+    assert first.reset and set(first.tasks) == {"a"} and first.tasks["a"] is not s.tasks["a"]
+    assert first.tasks["a"].state == "SUCCESS" and first.event_count == 3
+    s.event(ev("task-received", clock=9, uuid="b", name="n"))
+    second = s.copy_changes(first.generation)
+    assert not second.reset and set(second.tasks) == {"b"}
+    s.clear(ready=True)  # unfinished tasks stay, as in Celery
+    third = s.copy_changes(second.generation)
+    assert third.reset and set(third.tasks) == {"b"} and third.workers == {}
+    assert s.read_tasks(s.task_list(), lambda t: (t.uuid, t.state)) == [("b", "RECEIVED")]

@@ -7,7 +7,7 @@ from typing import Any
 import click
 from kombu.exceptions import OperationalError
 
-from .main import EX_UNAVAILABLE, CommandError, Context, broker_unreachable
+from .common import EX_UNAVAILABLE, CommandError, Context, broker_unreachable
 
 
 def _destination(ctx: click.Context, param: click.Parameter, value: str | None

@@ -8,7 +8,7 @@ import click
 from kombu.exceptions import OperationalError
 
 from ..transport import redact_url
-from .main import Context, broker_unreachable
+from .common import Context, broker_unreachable
 
 
 @click.command("demo")

@@ -1,8 +1,10 @@
-"""``tidings events``: dump events, run a snapshot camera, or (later) the live monitor.
+"""``tidings events``: dump events, run a snapshot camera, or watch the live monitor.
 
 Mode precedence is Celery's: ``--dump`` (or ``--json``), then ``--camera``,
 then the live monitor.  ``-d`` is ``--detach``; ``--dump`` has no short flag
-(in Celery both claimed ``-d``).
+(in Celery both claimed ``-d``).  All three modes read one
+:class:`~tidings.events.source.EventSource` (the broker, or ``--replay``),
+which applies the ``--type``/``--hostname``/``--task-name`` filters.
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ from kombu.utils.imports import symbol_by_name
 from ..daemon import DaemonError, Pidfile, drop_privileges, parse_umask
 from ..daemon import detach as daemonize
 from ..events.dumper import Dumper, EventFilter
-from ..events.log import replay as replay_file
-from ..events.receiver import EventReceiver, consume_forever
+from ..events.ingest import format_causes
+from ..events.source import EventSource, open_source
+from ..transport import Status
 from ..utils.rates import parse_rate
-from .main import (
+from .common import (
     CommandError,
     Context,
     broker_unreachable,
@@ -125,6 +128,11 @@ def events(obj: Context, dump: bool, json_lines: bool, types: tuple[str, ...],
     return run_monitor(obj, max_tasks, event_filter, replay, refresh)
 
 
+def _open_source(obj: Context, replay: str | None, event_filter: EventFilter,
+                 **kwargs: Any) -> EventSource:
+    return open_source(obj.app, replay, event_filter or None, **kwargs)
+
+
 def run_monitor(obj: Context, max_tasks: int | None, event_filter: EventFilter,
                 replay: str | None, refresh: float) -> None:
     if not (sys.stdout.isatty() and sys.stdin.isatty()):
@@ -133,19 +141,11 @@ def run_monitor(obj: Context, max_tasks: int | None, event_filter: EventFilter,
     from ..top import run_top
 
     set_process_title("tidings events:top")
-    app = obj.app
-    if replay:
-        from ..top.app import TopApp
-
-        state = app.events.State(**({"max_tasks_in_memory": max_tasks} if max_tasks else {}))
-        stats = replay_file(replay, state.event, receiver=_offline_receiver(app))
-        TopApp(state, app=None, broker_label=f"replay of {replay}",
-               receiver_errors=stats.errors, refresh=refresh,
-               status=[str(stats)]).run()
-        return
+    # A monitor waits for its broker (and says so on screen) instead of giving up.
+    source = _open_source(obj, replay, event_filter, connect_retries=None)
     logging.getLogger().handlers.clear()  # logs would scribble over the screen
     logging.getLogger().addHandler(logging.NullHandler())
-    run_top(app, max_tasks=max_tasks, refresh=refresh, event_filter=event_filter or None)
+    run_top(obj.app, source, max_tasks=max_tasks, refresh=refresh)
 
 
 def _stop_on_signals(stop: threading.Event) -> None:
@@ -156,43 +156,32 @@ def _stop_on_signals(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-def _status(text: str) -> None:
-    click.echo(f"-> {text}", err=True)
+def _status(status: Status) -> None:
+    click.echo(f"-> {status}", err=True)
 
 
 def run_dump(obj: Context, json_lines: bool, event_filter: EventFilter,
              replay: str | None) -> None:
-    app = obj.app
-    dumper = Dumper(sys.stdout, json_lines=json_lines, event_filter=event_filter)
+    dumper = Dumper(sys.stdout, json_lines=json_lines)  # the source filters
+    source = _open_source(obj, replay, event_filter)
     stop = threading.Event()
     _stop_on_signals(stop)
     try:
-        if replay:
-            stats = replay_file(replay, dumper.on_event, receiver=_offline_receiver(app),
-                                should_stop=stop.is_set)
-            dumper.flush()
-            click.echo(f"-> {stats}", err=True)
-            return
-        click.echo("-> evdump: starting capture...", err=True)
+        if not replay:
+            click.echo("-> evdump: starting capture...", err=True)
         try:
-            receiver = consume_forever(app, {"*": dumper.on_event}, stop, on_tick=dumper.tick,
-                                       on_status=_status)
+            source.run(dumper.on_event, stop, on_status=_status, on_tick=dumper.tick)
         except OperationalError as exc:
             raise broker_unreachable(obj.app, exc) from exc
-        _report_skipped(receiver)
+        if not replay:
+            _report_skipped(source)
     finally:
         dumper.flush()
 
 
-def _offline_receiver(app: Any) -> EventReceiver:
-    """A receiver used only for its clock rules (never connects)."""
-    return EventReceiver(app.connection_for_read(), app=app)
-
-
-def _report_skipped(receiver: EventReceiver | None) -> None:
-    if receiver is not None and receiver.errors:
-        causes = ", ".join(f"{k}: {v}" for k, v in sorted(receiver.errors.items()))
-        click.echo(f"-> skipped malformed input ({causes})", err=True)
+def _report_skipped(source: EventSource) -> None:
+    if source.errors:
+        click.echo(f"-> skipped malformed input ({format_causes(source.errors)})", err=True)
 
 
 def load_camera(path: str) -> type:
@@ -288,26 +277,16 @@ def _run_camera(app: Any, cls: type, frequency: float, maxrate: str | None,
         cam = cls(state, app=app, freq=frequency, maxrate=maxrate, **extra)
     except Exception as exc:
         raise CommandError(f"cannot start camera {cls.__name__}: {exc}") from exc
-    feed = state.event
-    if event_filter:
-        def feed(event: dict[str, Any]) -> None:
-            if event_filter(event):
-                state.event(event)
+    source = open_source(app, replay, event_filter or None)
     logger.info("-> evcam: Taking snapshots with %s.%s (every %s secs.)",
-                   cls.__module__, cls.__qualname__, frequency)
+                cls.__module__, cls.__qualname__, frequency)
     stop = threading.Event()
     _stop_on_signals(stop)
     cam.install()
     try:
-        if replay:
-            stats = replay_file(replay, feed, receiver=_offline_receiver(app),
-                                should_stop=stop.is_set)
-            logger.info("-> %s", stats)
-        else:
-            receiver = consume_forever(app, {"*": feed}, stop,
-                                       on_status=lambda text: logger.info("-> %s", text))
-            if receiver is not None and receiver.errors:
-                logger.warning("-> skipped malformed input: %s", dict(receiver.errors))
+        source.run(state.event, stop, on_status=lambda status: logger.info("-> %s", status))
+        if source.errors and not replay:
+            logger.warning("-> skipped malformed input: %s", dict(source.errors))
     finally:
         cam.cancel()
         timer = getattr(cam, "timer", None)

@@ -7,7 +7,8 @@ import logging
 import click
 from kombu.exceptions import OperationalError
 
-from .main import Context, broker_unreachable, set_process_title, setup_logging
+from ..protocol.events import HEARTBEAT_INTERVAL
+from .common import Context, broker_unreachable, set_process_title, setup_logging
 
 
 def _queues(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list[str]:
@@ -29,7 +30,7 @@ def _queues(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) 
     help="Logging level of the worker (overrides the global -l).")
 @click.option("--without-heartbeat", is_flag=True,
               help="Send no worker-online/heartbeat/offline events.")
-@click.option("--heartbeat-interval", type=click.FloatRange(min=0.1), default=2.0,
+@click.option("--heartbeat-interval", type=click.FloatRange(min=0.1), default=HEARTBEAT_INTERVAL,
               show_default=True, help="Seconds between worker-heartbeat events.")
 @click.option("--prefetch-multiplier", type=click.IntRange(min=1), default=4,
               show_default=True, help="Messages reserved per pool slot.")

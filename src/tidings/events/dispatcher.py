@@ -23,12 +23,13 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kombu import Connection, Producer
 from kombu.exceptions import EncodeError
 
-from ..app import App, anon_nodename, default_app
+from ..config import default_settings
+from ..protocol.clock import default_clock
 from ..protocol.events import (
     BUFFER_LIMIT,
     DELIVERY_MODE,
@@ -38,7 +39,13 @@ from ..protocol.events import (
     routing_key_for,
 )
 from ..protocol.events import utcoffset as _utcoffset
-from ..transport import get_exchange
+from ..transport import connection_from_settings, get_exchange
+from ..utils.nodenames import anon_nodename
+
+if TYPE_CHECKING:
+    from ..app import App
+
+__all__ = ["DISABLED_TRANSPORTS", "Event", "EventDispatcher"]
 
 logger = logging.getLogger("tidings.events.dispatcher")
 
@@ -67,6 +74,8 @@ class EventDispatcher:
     limits sending to those event groups (empty = all); events of a group in
     ``buffer_group`` are collected and published as one ``<group>.multi``
     message when ``buffer_limit`` is reached or :meth:`flush` is called.
+    Without an app, the settings come from the environment and the clock is
+    the process's default one.
     """
 
     DISABLED_TRANSPORTS = DISABLED_TRANSPORTS
@@ -87,8 +96,8 @@ class EventDispatcher:
         on_send_buffered: Callable[[], Any] | None = None,
         outbound_limit: int | None = None,
     ) -> None:
-        self.app = app or default_app()
-        conf = self.app.conf
+        self.app = app
+        self.conf = conf = app.conf if app is not None else default_settings()
         self.connection = connection
         self.channel = channel
         if channel is not None and connection is None:
@@ -101,7 +110,7 @@ class EventDispatcher:
         self.serializer = serializer or conf.event_serializer
         self.groups = set(groups or ())
         self.delivery_mode = delivery_mode
-        self.clock = self.app.clock
+        self.clock = app.clock if app is not None else default_clock()
         self.mutex = threading.RLock()
         self.producer: Producer | None = None
         self._closed = False
@@ -114,7 +123,7 @@ class EventDispatcher:
         self.stats: Counter[str] = Counter()
         self.headers = {"hostname": self.hostname}
         self.pid = os.getpid()
-        exchange_conn = self.connection or self.app.connection_for_write()
+        exchange_conn = self.connection or connection_from_settings(conf)
         self.exchange = get_exchange(exchange_conn, conf.event_exchange)
         if exchange_conn.transport.driver_type in self.DISABLED_TRANSPORTS:
             enabled = False
@@ -307,6 +316,11 @@ class EventDispatcher:
                     self._group_buffer.setdefault(group, []).extend(events)
                 else:
                     self._buffer_outbound(events, multi_routing_key(group))
+
+    @property
+    def failed_sends(self) -> int:
+        """Messages whose publishing failed, waiting for :meth:`flush` to retry them."""
+        return len(self._outbound_buffer)
 
     @property
     def buffered(self) -> int:

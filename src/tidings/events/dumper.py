@@ -21,6 +21,8 @@ from ..protocol.events import humanize_type
 
 #: How many task labels (name, args) are remembered for later events of a task.
 TASK_NAMES_MAX = 4095
+#: Seconds between flushes of output that is not a terminal.
+FLUSH_INTERVAL = 1.0
 
 
 class _LabelCache(OrderedDict):
@@ -83,7 +85,7 @@ class Dumper:
     """Writes each event to ``out``.
 
     Output is flushed after every line when ``out`` is a terminal, and
-    otherwise at most once a second (:meth:`tick`) and at exit, so that
+    otherwise at most every ``FLUSH_INTERVAL`` seconds (:meth:`tick`) and at exit, so that
     ``tidings events --dump > file`` does not cost a system call per event.
     """
 
@@ -111,7 +113,7 @@ class Dumper:
     def tick(self) -> None:
         """Flush if a second passed since the last flush (called while idle, too)."""
         now = time.monotonic()
-        if now - self._last_flush >= 1.0:
+        if now - self._last_flush >= FLUSH_INTERVAL:
             self.flush()
 
     def flush(self) -> None:

@@ -2,18 +2,18 @@
 
 Two line formats are understood, one JSON object per line:
 
-* an event, as ``tidings events --dump --json`` writes it (already adjusted
+* an event, as ``tidings events --dump --json`` writes it (already stamped
   by a receiver: it has ``clock`` and ``local_received``);
 * a recorded broker message with ``body`` (an event or a batch),
   ``routing_key`` and ``received_at``, as in the Celery corpus fixtures: the
   receiver's rules are applied to it with ``received_at`` as the receive time.
 
-A line that is not valid is skipped and counted, never fatal.
+Lines go through the same :class:`~tidings.events.ingest.EventPipeline` as
+live messages: a line that is not valid is skipped and counted, never fatal.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import Counter
@@ -21,16 +21,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from ..protocol.events import InvalidEvent, validate_event
+from ..protocol.clock import LamportClock
+from .ingest import EventPipeline, format_causes
+
+__all__ = ["ReplayStats", "replay", "replay_into"]
 
 logger = logging.getLogger("tidings.events.log")
 
 
 class ReplayStats:
-    def __init__(self) -> None:
-        self.events = 0
-        self.lines = 0
-        self.errors: Counter[str] = Counter()
+    """What a replay did: events handled, lines read, input skipped by cause."""
+
+    def __init__(self, events: int = 0, lines: int = 0,
+                 errors: Counter[str] | None = None) -> None:
+        self.events = events
+        self.lines = lines
+        self.errors: Counter[str] = Counter() if errors is None else errors
 
     @property
     def skipped(self) -> int:
@@ -39,45 +45,27 @@ class ReplayStats:
     def __str__(self) -> str:
         text = f"replayed {self.events} events from {self.lines} lines"
         if self.errors:
-            causes = ", ".join(f"{k}: {v}" for k, v in sorted(self.errors.items()))
-            text += f"; skipped {self.skipped} ({causes})"
+            text += f"; skipped {self.skipped} ({format_causes(self.errors)})"
         return text
 
 
 def replay(source: str | Path | IO[str], handler: Callable[[dict[str, Any]], Any],
-           receiver: Any = None, should_stop: Callable[[], bool] | None = None) -> ReplayStats:
+           clock: Any = None, should_stop: Callable[[], bool] | None = None) -> ReplayStats:
     """Feed every event of ``source`` to ``handler``; returns what was done and skipped.
 
-    ``receiver`` (an :class:`~tidings.events.EventReceiver`) applies the clock
-    rules to recorded broker messages; without one they are taken as they are.
+    ``clock`` (a Lamport clock, e.g. ``app.clock``) takes the receive-side
+    clock rules of recorded broker messages; a fresh one by default.
     """
-    stats = ReplayStats()
-    logged: set[str] = set()
+    pipeline = EventPipeline(clock if clock is not None else LamportClock(),
+                             lambda type_, event: handler(event), log=logger)
+    return replay_into(pipeline, source, should_stop)
 
-    def skip(cause: str, detail: str) -> None:
-        stats.errors[cause] += 1
-        if cause not in logged:
-            logged.add(cause)
-            logger.warning("Replay skipped input (%s): %s", cause, detail)
 
-    def feed(event: Any, received_at: float | None, adjust: bool) -> None:
-        try:
-            validate_event(event)
-        except InvalidEvent as exc:
-            skip(exc.cause, str(exc))
-            return
-        if adjust and receiver is not None:
-            now = time.time if received_at is None else (lambda: received_at)
-            receiver.event_from_message(event, now=now)
-        else:
-            event.setdefault("local_received", received_at or event.get("timestamp"))
-        try:
-            handler(event)
-        except Exception as exc:
-            skip("handler-error", f"handler raised {exc!r}")
-            return
-        stats.events += 1
-
+def replay_into(pipeline: EventPipeline, source: str | Path | IO[str],
+                should_stop: Callable[[], bool] | None = None) -> ReplayStats:
+    """Feed the lines of ``source`` through ``pipeline``."""
+    handled_before = pipeline.handled
+    lines = 0
     own = isinstance(source, str | Path)
     f: IO[str] = open(source, encoding="utf-8") if own else source  # noqa: SIM115
     try:
@@ -87,20 +75,17 @@ def replay(source: str | Path | IO[str], handler: Callable[[dict[str, Any]], Any
             line = line.strip()
             if not line:
                 continue
-            stats.lines += 1
-            try:
-                obj = json.loads(line)
-            except ValueError as exc:
-                skip("not-json", f"line {lineno}: {exc}")
+            lines += 1
+            ok, obj = pipeline.decode(line, f"line {lineno}")
+            if not ok:
                 continue
             if isinstance(obj, dict) and "body" in obj and "routing_key" in obj:
-                body = obj["body"]
                 received_at = obj.get("received_at")
-                for event in body if isinstance(body, list) else [body]:
-                    feed(event, received_at, adjust=True)
+                now = time.time if received_at is None else (lambda at=received_at: at)
+                pipeline.feed(obj["body"], now)
             else:
-                feed(obj, None, adjust=False)
+                pipeline.feed_one(obj, stamp=False)
     finally:
         if own:
             f.close()
-    return stats
+    return ReplayStats(pipeline.handled - handled_before, lines, pipeline.errors)

@@ -21,23 +21,27 @@ Differences from Celery:
 
 from __future__ import annotations
 
-import logging
-import threading
 import time
 import uuid as _uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kombu import Connection, Consumer
 from kombu.exceptions import ContentDisallowed
 from kombu.mixins import ConsumerMixin
 
-from ..app import App, default_app
-from ..protocol.events import CLIENT_CLOCK_SKEW, InvalidEvent, validate_event
-from ..transport import event_queue, get_exchange, redact_url
+from ..config import default_settings
+from ..control import broadcast
+from ..protocol.clock import default_clock
+from ..protocol.events import CLIENT_CLOCK_SKEW
+from ..transport import connection_from_settings, event_queue, get_exchange
+from .ingest import EventPipeline
 
-logger = logging.getLogger("tidings.events.receiver")
+if TYPE_CHECKING:
+    from ..app import App
+
+__all__ = ["EventReceiver", "Handler"]
 
 Handler = Callable[[dict[str, Any]], Any]
 
@@ -50,6 +54,17 @@ class EventReceiver(ConsumerMixin):
     queue_expires=None, queue_exclusive=None, queue_durable=None)``.
     The queue is ``<queue_prefix>.<node_id>`` (a fresh uuid by default),
     declared with the app's ``event_queue_*`` settings unless overridden.
+    Without an app, the settings come from the environment and the clock is
+    the process's default one.
+
+    ``pipeline`` (ours): an :class:`~tidings.events.ingest.EventPipeline` to
+    feed instead of one of the receiver's own (which dispatches to
+    :meth:`process`); a source that reconnects passes the same one to each
+    receiver, so counts carry over.  ``on_tick``: called on every loop
+    iteration, idle ones included (about once a second).
+
+    Hooks of kombu's ``ConsumerMixin`` apply: override ``on_consume_ready``,
+    ``on_iteration``, ``create_connection`` ... in a subclass.
     """
 
     def __init__(
@@ -65,9 +80,12 @@ class EventReceiver(ConsumerMixin):
         queue_expires: float | None = None,
         queue_exclusive: bool | None = None,
         queue_durable: bool | None = None,
+        *,
+        pipeline: EventPipeline | None = None,
+        on_tick: Callable[[], Any] | None = None,
     ) -> None:
-        self.app = app or default_app()
-        conf = self.app.conf
+        self.app = app
+        self.conf = conf = app.conf if app is not None else default_settings()
         if isinstance(channel, Connection):
             self.connection = channel
             self.channel = None
@@ -79,7 +97,7 @@ class EventReceiver(ConsumerMixin):
         self.node_id = node_id or str(_uuid.uuid4())
         self.queue_prefix = queue_prefix or conf.event_queue_prefix
         self.exchange = get_exchange(
-            self.connection or self.app.connection_for_write(), conf.event_exchange)
+            self.connection or connection_from_settings(conf), conf.event_exchange)
         self.queue = event_queue(
             f"{self.queue_prefix}.{self.node_id}",
             self.exchange,
@@ -89,20 +107,28 @@ class EventReceiver(ConsumerMixin):
             exclusive=conf.event_queue_exclusive if queue_exclusive is None else queue_exclusive,
             durable=conf.event_queue_durable if queue_durable is None else queue_durable,
         )
-        self.clock = self.app.clock
+        self.clock = app.clock if app is not None else default_clock()
         self.adjust_clock = self.clock.adjust
         self.forward_clock = self.clock.forward
         if accept is None:
             accept = {conf.event_serializer, "json"}
         self.accept = accept
-        #: Skipped input, by cause: not-json, content-disallowed, not-an-object,
-        #: missing-type, missing-field, null-clock, bad-field-type, handler-error.
-        self.errors: Counter[str] = Counter()
-        #: Events handed to a handler (or to nobody, when no handler matches).
-        self.event_count = 0
-        self._logged_causes: set[str] = set()
-        #: Called on every loop iteration, idle ones included (about once a second).
-        self.on_tick: Callable[[], Any] | None = None
+        self.pipeline = pipeline or EventPipeline(self.clock, self._dispatch)
+        self.on_tick = on_tick
+
+    @property
+    def errors(self) -> Counter[str]:
+        """Skipped input, by cause (see :mod:`tidings.events.ingest`)."""
+        return self.pipeline.errors
+
+    @property
+    def event_count(self) -> int:
+        """Events handed to a handler (or to nobody, when no handler matches)."""
+        return self.pipeline.event_count
+
+    def stop(self) -> None:
+        """Ask a running capture to return (from any thread; within about a second)."""
+        self.should_stop = True
 
     def on_iteration(self) -> None:
         if self.on_tick is not None:
@@ -144,40 +170,26 @@ class EventReceiver(ConsumerMixin):
     def wakeup_workers(self, channel: Any = None) -> None:
         """Ask every worker for a heartbeat now, so the monitor sees them at once."""
         try:
-            self.app.control.broadcast("heartbeat", connection=self.connection,
-                                       channel=channel)
+            broadcast(self.conf, self.clock, self.connection, "heartbeat", channel=channel)
         except Exception as exc:  # the wake-up is a courtesy; never fail a capture on it
-            self._skip("wakeup-failed", f"could not broadcast the wake-up heartbeat: {exc!r}")
+            self.pipeline.skip("wakeup-failed",
+                               f"could not broadcast the wake-up heartbeat: {exc!r}")
 
     # -- messages ------------------------------------------------------------------------
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         cause = "content-disallowed" if isinstance(exc, ContentDisallowed) else "not-json"
-        self._skip(cause, f"cannot decode message ({message.content_type}): {exc}")
+        self.pipeline.skip(cause, f"cannot decode message ({message.content_type}): {exc}")
         try:
             message.ack()
         except Exception:
             pass
 
     def _receive(self, body: Any, message: Any) -> None:
-        if isinstance(body, list):
-            for event in body:
-                self._receive_one(event)
-        else:
-            self._receive_one(body)
+        self.pipeline.feed(body)
 
-    def _receive_one(self, event: Any) -> None:
-        try:
-            validate_event(event)
-        except InvalidEvent as exc:
-            self._skip(exc.cause, str(exc))
-            return
-        type_, event = self.event_from_message(event)
-        self.event_count += 1
-        try:
-            self.process(type_, event)
-        except Exception as exc:
-            self._skip("handler-error", f"handler for {type_} raised {exc!r}", exc_info=True)
+    def _dispatch(self, type_: str, event: dict[str, Any]) -> None:
+        self.process(type_, event)
 
     def process(self, type: str, event: dict[str, Any]) -> None:
         """Call the handler for ``type``, or the ``'*'`` fallback."""
@@ -190,126 +202,8 @@ class EventReceiver(ConsumerMixin):
                            CLIENT_CLOCK_SKEW: int = CLIENT_CLOCK_SKEW) -> tuple[str, dict]:
         """Apply the receiver-side rules to one event, in place; returns ``(type, event)``.
 
-        * ``task-sent``: the client's clock is replaced by ours minus one
-          (clients do not share the cluster's clock), then ours adjusts to it;
-        * otherwise our Lamport clock adjusts to the event's, or, when the
-          event has none, the event gets our next clock value;
-        * ``local_received`` is set to now.
-
-        ``localize`` is accepted for compatibility and ignored: timestamps
-        are not shifted by time zones (see the module documentation).
+        See :meth:`EventPipeline.stamp`.  ``localize`` is accepted for
+        compatibility and ignored: timestamps are not shifted by time zones
+        (see the module documentation).
         """
-        type_ = body["type"]
-        if type_ == "task-sent":
-            clock = body["clock"] = (self.clock.value or 1) + CLIENT_CLOCK_SKEW
-            self.adjust_clock(clock)
-        else:
-            clock = body.get("clock")
-            if clock is None:
-                body["clock"] = self.forward_clock()
-            else:
-                self.adjust_clock(clock)
-        body["local_received"] = now()
-        return type_, body
-
-    def _skip(self, cause: str, detail: str, exc_info: bool = False) -> None:
-        self.errors[cause] += 1
-        if cause not in self._logged_causes:
-            self._logged_causes.add(cause)
-            logger.warning("Skipped event input (%s): %s; further ones are only counted "
-                           "(see EventReceiver.errors)", cause, detail, exc_info=exc_info)
-        else:
-            logger.debug("Skipped event input (%s): %s", cause, detail)
-
-
-def consume_forever(
-    app: App,
-    handlers: dict[str, Handler],
-    stop: threading.Event,
-    *,
-    on_tick: Callable[[], Any] | None = None,
-    on_status: Callable[[str], Any] | None = None,
-    wakeup: bool = True,
-    connect_retries: int | None = 3,
-    receiver_factory: Callable[..., EventReceiver] | None = None,
-) -> EventReceiver | None:
-    """Receive events until ``stop`` is set, reconnecting whenever the broker goes away.
-
-    The first connection is tried ``connect_retries`` times and then raises
-    kombu's ``OperationalError`` (so a command can say the broker is
-    unreachable), or forever with ``None``; once connected, a lost connection
-    is retried forever with back-off, reporting through ``on_status``.  Returns the last receiver
-    (its ``errors`` tell what was skipped).
-    """
-    say = on_status or (lambda text: logger.warning("%s", text))
-    factory = receiver_factory or EventReceiver
-    connected_once = False
-    receiver = None
-    delay = 1.0
-    while not stop.is_set():
-        conn = app.connection_for_read()
-        try:
-            if not connected_once:
-                def first_error(exc: Exception, interval: float) -> None:
-                    if stop.is_set():
-                        raise ConnectionAbortedError("stopping")
-                    say(f"Cannot connect to {redact_url(app.conf.broker_url)}: {exc}; "
-                        f"retrying in {interval:.1f}s")
-
-                conn.ensure_connection(first_error if connect_retries is None else None,
-                                       max_retries=connect_retries, interval_start=0.5,
-                                       interval_step=0.5, interval_max=2.0)
-            previous = receiver
-            receiver = factory(conn, handlers=handlers, app=app)
-            if previous is not None:
-                receiver.errors.update(previous.errors)
-                receiver.event_count = previous.event_count
-            receiver.on_tick = _ticker(receiver, stop, on_tick)
-            receiver.connect_max_retries = None
-
-            def on_connection_error(exc: Exception, interval: float) -> None:
-                if stop.is_set():
-                    raise ConnectionAbortedError("stopping")
-                say(f"Cannot connect to {redact_url(app.conf.broker_url)}: {exc}; "
-                    f"retrying in {interval:.1f}s")
-
-            receiver.on_connection_error = on_connection_error
-            receiver.on_consume_ready = _announce(receiver.on_consume_ready, say, app)
-            connected_once = True
-            for _ in receiver.itercapture(limit=None, timeout=None, wakeup=wakeup):
-                delay = 1.0
-        except ConnectionAbortedError:
-            break
-        except (*conn.connection_errors, *conn.channel_errors, OSError) as exc:
-            if not connected_once:
-                raise
-            if stop.is_set():
-                break
-            say(f"Connection to {redact_url(app.conf.broker_url)} lost: {exc!r}; "
-                f"reconnecting in {delay:.0f}s")
-            stop.wait(delay)
-            delay = min(delay * 2, 16.0)
-        finally:
-            try:
-                conn.close()
-            except Exception:
-                pass
-    return receiver
-
-
-def _announce(on_consume_ready: Callable[..., Any], say: Callable[[str], Any], app: App
-              ) -> Callable[..., Any]:
-    def announce(*args: Any, **kwargs: Any) -> None:
-        on_consume_ready(*args, **kwargs)
-        say(f"connected to {redact_url(app.conf.broker_url)}, receiving events")
-    return announce
-
-
-def _ticker(receiver: EventReceiver, stop: threading.Event,
-            on_tick: Callable[[], Any] | None) -> Callable[[], None]:
-    def tick() -> None:
-        if stop.is_set():
-            receiver.should_stop = True
-        if on_tick is not None:
-            on_tick()
-    return tick
+        return self.pipeline.stamp(body, now, CLIENT_CLOCK_SKEW)

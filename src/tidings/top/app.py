@@ -21,6 +21,7 @@ from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import Input, Sparkline, Static
 
+from ..events.source import EventSource
 from ..events.state import State, Task
 from ..protocol import states
 from ..protocol.events import TASK_TIME_FIELDS
@@ -235,7 +236,13 @@ class ConfirmScreen(ModalScreen[bool]):
 
 
 class TopApp(TextualApp):
-    """``TopApp(state, app=None, broker_label='', receiver_errors=None, refresh=0.5)``."""
+    """``TopApp(state, app=None, source=None, label=None, refresh=0.5, exit_after=None)``.
+
+    ``source`` (an :class:`~tidings.events.source.EventSource`) supplies the
+    skipped-input counts and connection status, and names what is watched
+    unless ``label`` does; ``app`` is used to revoke tasks (none for
+    replayed events).
+    """
 
     TITLE = "tidings events"
     CSS = """
@@ -266,19 +273,20 @@ class TopApp(TextualApp):
         Binding("question_mark", "help", "Help"),
     ]
 
-    def __init__(self, state: State, app: Any = None, broker_label: str = "",
-                 receiver_errors: Any = None, refresh: float = 0.5,
-                 status: list[str] | None = None, exit_after: float | None = None) -> None:
+    def __init__(self, state: State, app: Any = None, source: EventSource | None = None,
+                 label: str | None = None, refresh: float = 0.5,
+                 exit_after: float | None = None) -> None:
         super().__init__()
         self.exit_after = exit_after
         self.state = state
         self.tidings_app = app
-        self.broker_label = broker_label
-        self.receiver_errors = receiver_errors if receiver_errors is not None else {}
+        self.source = source
+        if label is None:
+            label = source.label if source is not None else ""
+        self.broker_label = label
         self.refresh_every = refresh
         self.builder = ViewBuilder(state)
         self.view: View | None = None
-        self.status_messages = status if status is not None else []
         self._building = threading.Lock()
 
     def compose(self) -> ComposeResult:
@@ -316,15 +324,21 @@ class TopApp(TextualApp):
         self.call_from_thread(self.show_view, view)
 
     def show_view(self, view: View) -> None:
+        if not self.is_running or not self.screen_stack:
+            return  # built while the monitor was closing: nothing left to show it on
+        base = self.screen_stack[0]  # the main screen, also under a dialog
+        tables = base.query(TaskTable)
+        if not tables:
+            return
         self.view = view
-        self.query_one(TaskTable).set_rows(view.tasks, self.state)
-        workers = self.query_one(WorkersPanel)
+        tables.first().set_rows(view.tasks, self.state)
+        workers = base.query_one(WorkersPanel)
         if workers.display:
             workers.show(view)
-        self.query_one("#status-text", Static).update(self._status_text(view))
-        self.query_one("#title", Static).update(self._title_text())
+        base.query_one("#status-text", Static).update(self._status_text(view))
+        base.query_one("#title", Static).update(self._title_text())
         rates = self.builder.rate.per_second() or [0.0]
-        self.query_one("#rate", Sparkline).data = rates
+        base.query_one("#rate", Sparkline).data = rates
 
     def _status_text(self, view: View) -> Text:
         rates = self.builder.rate.per_second()
@@ -339,7 +353,7 @@ class TopApp(TextualApp):
         if self.builder.filter:
             text.append(f"(filter: {shown:,} shown)  ", style="italic")
         text.append("\n")
-        errors = dict(self.receiver_errors)
+        errors = dict(self.source.errors) if self.source is not None else {}
         skipped = sum(errors.values())
         text.append(f"broker {self.broker_label}  ")
         text.append(f"skipped malformed: {skipped}"
@@ -352,10 +366,11 @@ class TopApp(TextualApp):
         """The title line, with the receiver's trouble (if any) in plain sight."""
         text = Text(f"tidings events — {self.broker_label}", no_wrap=True,
                     overflow="ellipsis")
-        last = self.status_messages[-1] if self.status_messages else ""
-        if last and not last.startswith("connected"):
-            last = last.replace(f" to {self.broker_label}", "")  # already on this line
-            text.append(f"   ⚠ {last}", style="bold white on red")
+        status = self.source.status if self.source is not None else None
+        if status is not None and not status.ok:
+            label = self.source.label  # type: ignore[union-attr]
+            trouble = status.text.replace(f" to {label}", "")  # already on this line
+            text.append(f"   ⚠ {trouble}", style="bold white on red")
         return text
 
     # -- actions -------------------------------------------------------------------------

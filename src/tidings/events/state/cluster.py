@@ -235,7 +235,7 @@ class State(Reducer):
     def _sorted_tasks(self, tasks: Iterable[Task], limit: int | None, reverse: bool
                       ) -> Iterator[tuple[str, Task]]:
         key = _last_key if reverse else _first_key
-        tasks = [t for t in tasks if t._last is not None]
+        tasks = [t for t in tasks if t.last_key is not None]
         if limit:
             chosen = (heapq.nlargest if reverse else heapq.nsmallest)(limit, tasks, key=key)
         else:
@@ -333,5 +333,5 @@ class State(Reducer):
         )
 
 
-_last_key = attrgetter("_last")  # the slots behind Task.last_key/first_key: sorting speed
-_first_key = attrgetter("_first")
+_last_key = attrgetter("last_key")
+_first_key = attrgetter("first_key")

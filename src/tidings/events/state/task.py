@@ -37,8 +37,12 @@ TASK_DEFAULTS: dict[str, Any] = dict.fromkeys(
 TASK_DEFAULTS["state"] = states.PENDING
 TASK_DEFAULTS["clock"] = 0
 
-_INTERNAL = ("uuid", "cluster_state", "_children", "_first", "_last")
-_INTERNAL_DEFAULTS = {"_children": None, "_first": None, "_last": None, "cluster_state": None}
+#: Slots that events never set.  ``first_key``/``last_key`` are the sort keys
+#: ``(clock, origin, timestamp)`` of the task's earliest and latest events:
+#: time order (newest first) sorts on them.
+_INTERNAL = ("uuid", "cluster_state", "_children", "first_key", "last_key")
+_INTERNAL_DEFAULTS = {"_children": None, "first_key": None, "last_key": None,
+                      "cluster_state": None}
 
 
 class Task:
@@ -70,7 +74,8 @@ class Task:
         self.uuid = uuid
         self.cluster_state = cluster_state
         self._children = None
-        self._first = self._last = None
+        self.first_key: tuple | None = None
+        self.last_key: tuple | None = None
         if children:
             self._children = {getattr(c, "uuid", c) for c in children}
         kwargs.pop("root", None)
@@ -151,7 +156,8 @@ class Task:
         data["uuid"] = self.uuid
         data["children"] = sorted(self._children or ())
         extra = dict(self.__dict__)
-        return _rebuild_task, (self.__class__, data, extra, self._first, self._last)
+        return _rebuild_task, (self.__class__, data, extra, self.first_key,
+                              self.last_key)
 
     def __repr__(self) -> str:
         return f"<Task: {self.name}({self.uuid}) {self.state} clock:{self.clock}>"
@@ -202,22 +208,12 @@ class Task:
         cluster = self.cluster_state
         return cluster.tasks.get(rid) if rid and cluster is not None else None
 
-    @property
-    def first_key(self) -> tuple | None:
-        """Sort key of the task's earliest event: ``(clock, origin, timestamp)``."""
-        return self._first
-
-    @property
-    def last_key(self) -> tuple | None:
-        """Sort key of the task's latest event (newest-first order sorts on it)."""
-        return self._last
-
     def note_event_key(self, key: tuple) -> None:
         """Widen the task's ``[first_key, last_key]`` span to include ``key``."""
-        if self._last is None or key > self._last:
-            self._last = key
-        if self._first is None or key < self._first:
-            self._first = key
+        if self.last_key is None or key > self.last_key:
+            self.last_key = key
+        if self.first_key is None or key < self.first_key:
+            self.first_key = key
 
     def copy(self, cluster_state: Any) -> Task:
         """A copy that later events do not change, resolving links through ``cluster_state``."""
@@ -240,7 +236,7 @@ class Task:
 
 Task._keys = KeyPolicy(Task, Task._protected)
 
-_COPIED = ("uuid", "_first", "_last", *TASK_DEFAULTS)
+_COPIED = ("uuid", "first_key", "last_key", *TASK_DEFAULTS)
 
 
 def _slot_is_set(obj: Any, name: str) -> bool:
@@ -255,5 +251,5 @@ def _rebuild_task(cls: type, data: dict, extra: dict, first: Any = None, last: A
                   ) -> Task:
     task = cls(**data)
     task.__dict__.update(extra)
-    task._first, task._last = first, last
+    task.first_key, task.last_key = first, last
     return task

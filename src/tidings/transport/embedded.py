@@ -1,17 +1,12 @@
-"""Broker connections, the event exchange and queues, and the embedded broker.
+"""The embedded broker: kombu's filesystem transport with message TTL and queue expiry.
 
-Exchange and queue declarations follow Celery 5.7 so that Tidings and Celery
-processes share one topology: the event exchange is a durable ``topic``
-exchange, except on Redis where kombu implements broadcast with PUB/SUB and
-it must be ``fanout``.
-
-With no broker configured, Tidings uses an *embedded broker*: kombu's
-filesystem transport in a per-user folder, so that a worker and a monitor in
-two terminals of one machine talk without any server.  kombu's filesystem
-transport knows nothing of message TTL or queue expiry, so a monitor that
-dies would leave its queue bound and growing forever; the channel below adds
-both, reading the ``x-message-ttl`` and ``x-expires`` arguments that queues
-are declared with, exactly as RabbitMQ does.
+With no broker configured, Tidings uses kombu's filesystem transport in a
+per-user folder, so that a worker and a monitor in two terminals of one
+machine talk without any server.  kombu's filesystem transport knows nothing
+of message TTL or queue expiry, so a monitor that dies would leave its queue
+bound and growing forever; the channel below adds both, reading the
+``x-message-ttl`` and ``x-expires`` arguments that queues are declared with,
+exactly as RabbitMQ does.
 """
 
 from __future__ import annotations
@@ -24,118 +19,21 @@ import uuid as _uuid
 from pathlib import Path
 from queue import Empty
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-from kombu import Connection, Exchange, Queue
 from kombu.transport import filesystem
 from kombu.transport.base import to_rabbitmq_queue_arguments
 from kombu.utils.encoding import bytes_to_str, str_to_bytes
 from kombu.utils.json import dumps, loads
 
-#: Transports whose exchanges must be ``fanout`` to broadcast (kombu maps
-#: fanout onto Redis PUB/SUB; a topic exchange there would queue, not publish).
-FANOUT_DRIVERS = frozenset({"redis", "gcpubsub"})
+__all__ = ["EmbeddedChannel", "EmbeddedTransport"]
 
-EMBEDDED_SCHEME = "filesystem"
+#: A consumer refreshes its queue's last-use time at most this often (seconds).
+QUEUE_TOUCH_INTERVAL = 1.0
+#: Queue metadata (TTL, expiry, last use) is re-read from disk at most this often.
+QUEUE_META_CACHE_SECONDS = 1.0
 
 _stamp_lock = threading.Lock()
 _last_stamp = 0
-
-
-def default_data_dir() -> Path:
-    """The embedded broker's folder: ``$XDG_DATA_HOME/tidings/broker``."""
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local",
-                                                            "share")
-    return Path(base) / "tidings" / "broker"
-
-
-def get_exchange(conn: Connection | None, name: str = "celeryev") -> Exchange:
-    """The event exchange as declared for ``conn``'s transport."""
-    type_ = "topic"
-    if conn is not None and conn.transport.driver_type in FANOUT_DRIVERS:
-        type_ = "fanout"
-    return Exchange(name, type=type_, durable=True, auto_delete=False)
-
-
-def event_queue(
-    name: str,
-    exchange: Exchange,
-    routing_key: str = "#",
-    *,
-    ttl: float | None = 5.0,
-    expires: float | None = 60.0,
-    exclusive: bool = True,
-    durable: bool = False,
-) -> Queue:
-    """A receiver queue bound to the event exchange (Celery's declaration)."""
-    from .config import ImproperlyConfigured
-
-    if exclusive and durable:
-        raise ImproperlyConfigured(
-            "event_queue_exclusive and event_queue_durable cannot both be true: "
-            "a queue cannot be both exclusive and durable, choose one or the other."
-        )
-    return Queue(
-        name,
-        exchange=exchange,
-        routing_key=routing_key,
-        durable=durable,
-        auto_delete=not durable,
-        exclusive=exclusive,
-        message_ttl=ttl,
-        expires=expires,
-    )
-
-
-def redact_url(url: str | None) -> str:
-    """``url`` with any password replaced by ``***``, for logs and screens."""
-    if not url:
-        return f"{EMBEDDED_SCHEME}:// (embedded)"
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
-
-
-def is_embedded(url: str | None) -> bool:
-    return not url or url.split("://", 1)[0] == EMBEDDED_SCHEME
-
-
-def embedded_folder(url: str | None, data_dir: str | None) -> Path:
-    """Folder of the embedded broker: ``filesystem:///path``, the setting, or the default."""
-    if url and "://" in url:
-        path = url.split("://", 1)[1]
-        if path and path != "/":
-            return Path(path)
-    return Path(data_dir) if data_dir else default_data_dir()
-
-
-def connection_for(
-    url: str | None,
-    *,
-    data_dir: str | None = None,
-    transport_options: dict[str, Any] | None = None,
-    connect_timeout: float | None = 4.0,
-) -> Connection:
-    """A kombu ``Connection`` (not yet connected) for ``url``, embedded broker included."""
-    options = dict(transport_options or {})
-    if is_embedded(url):
-        folder = embedded_folder(url, data_dir)
-        for sub in ("data", "control"):
-            (folder / sub).mkdir(parents=True, exist_ok=True)
-        options.setdefault("data_folder_in", str(folder / "data"))
-        options.setdefault("data_folder_out", str(folder / "data"))
-        options.setdefault("control_folder", str(folder / "control"))
-        options.setdefault("polling_interval", 0.05)
-        return Connection(
-            f"{EMBEDDED_SCHEME}://localhost/",
-            transport=EmbeddedTransport,
-            transport_options=options,
-            connect_timeout=connect_timeout,
-        )
-    return Connection(url, transport_options=options, connect_timeout=connect_timeout)
 
 
 class EmbeddedChannel(filesystem.Channel):
@@ -149,7 +47,7 @@ class EmbeddedChannel(filesystem.Channel):
       removes it: its bindings, its messages and its metadata.
     """
 
-    _touch_every = 1.0
+    _touch_every = QUEUE_TOUCH_INTERVAL
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -201,10 +99,10 @@ class EmbeddedChannel(filesystem.Channel):
         self._meta_cache.pop(queue, None)
 
     def _meta(self, queue: str) -> dict | None:
-        """Metadata of ``queue`` plus ``mtime``, cached for a second."""
+        """Metadata of ``queue`` plus ``mtime``, cached for ``QUEUE_META_CACHE_SECONDS``."""
         now = time.monotonic()
         cached = self._meta_cache.get(queue)
-        if cached is not None and now - cached[0] < 1.0:
+        if cached is not None and now - cached[0] < QUEUE_META_CACHE_SECONDS:
             return cached[1]
         path = self._meta_file(queue)
         try:

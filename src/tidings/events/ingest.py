@@ -1,0 +1,126 @@
+"""The ingest pipeline: from a decoded message body to a handler, counting what is skipped.
+
+Every consumer of events (the live receiver, replay of a saved file, and
+through them every ``tidings events`` mode and monitor) runs the same steps:
+
+1. validate each event (a batch is validated element by element, so one
+   bad element does not lose the rest);
+2. apply the receive-side Lamport clock rule and stamp ``local_received``
+   (:func:`~tidings.protocol.clock.stamp_received`);
+3. hand the event to the dispatch function;
+4. count whatever was skipped, by cause, and log each cause once.
+
+Causes: ``not-json``, ``content-disallowed``, ``not-an-object``,
+``missing-type``, ``missing-field``, ``null-clock``, ``bad-field-type``,
+``handler-error``, ``wakeup-failed``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from ..protocol.clock import stamp_received
+from ..protocol.events import CLIENT_CLOCK_SKEW, InvalidEvent, validate_event
+
+__all__ = ["Dispatch", "EventPipeline", "format_causes"]
+
+logger = logging.getLogger("tidings.events.receiver")
+
+#: ``dispatch(type, event)``: what the pipeline hands each good event to.
+Dispatch = Callable[[str, dict[str, Any]], Any]
+
+
+def format_causes(errors: Counter[str]) -> str:
+    """``"not-json: 2, null-clock: 1"``: skipped input by cause, for one line of text."""
+    return ", ".join(f"{cause}: {count}" for cause, count in sorted(errors.items()))
+
+
+class EventPipeline:
+    """Validate, clock-stamp and dispatch events; count skipped input by cause.
+
+    ``clock`` is a Lamport clock (kombu's ``LamportClock``); ``dispatch`` is
+    called with ``(type, event)`` for each good event.  :attr:`errors` and
+    the counts are cumulative over the pipeline's life (a receiver that
+    reconnects keeps one pipeline).
+    """
+
+    def __init__(self, clock: Any, dispatch: Dispatch, *,
+                 log: logging.Logger = logger) -> None:
+        self.clock = clock
+        self.dispatch = dispatch
+        self.log = log
+        #: Skipped input, by cause (see the module documentation).
+        self.errors: Counter[str] = Counter()
+        #: Events that passed validation and were handed to ``dispatch``.
+        self.event_count = 0
+        #: Of those, the ones ``dispatch`` took without raising.
+        self.handled = 0
+        self._logged_causes: set[str] = set()
+
+    # -- feeding -------------------------------------------------------------------------
+
+    def feed(self, body: Any, now: Callable[[], float] = time.time) -> None:
+        """One decoded message body: an event, or a batch (``<group>.multi``)."""
+        if isinstance(body, list):
+            for event in body:
+                self.feed_one(event, now)
+        else:
+            self.feed_one(body, now)
+
+    def feed_one(self, event: Any, now: Callable[[], float] = time.time,
+                 stamp: bool = True) -> None:
+        """One event.  ``stamp=False`` for events a receiver already stamped (saved dumps)."""
+        try:
+            validate_event(event)
+        except InvalidEvent as exc:
+            self.skip(exc.cause, str(exc))
+            return
+        if stamp:
+            type_, event = self.stamp(event, now)
+        else:
+            type_ = event["type"]
+            event.setdefault("local_received", event.get("timestamp"))
+        self.event_count += 1
+        try:
+            self.dispatch(type_, event)
+        except Exception as exc:
+            self.skip("handler-error", f"handler for {type_} raised {exc!r}", exc_info=True)
+            return
+        self.handled += 1
+
+    def decode(self, text: str | bytes, where: str = "input") -> tuple[bool, Any]:
+        """Decode JSON text: ``(True, object)``, or ``(False, None)`` counted as ``not-json``."""
+        try:
+            return True, json.loads(text)
+        except ValueError as exc:
+            self.skip("not-json", f"{where}: {exc}")
+            return False, None
+
+    # -- the receive-side rules ----------------------------------------------------------
+
+    def stamp(self, body: dict[str, Any], now: Callable[[], float] = time.time,
+              client_clock_skew: int = CLIENT_CLOCK_SKEW) -> tuple[str, dict[str, Any]]:
+        """The receive-side clock rule and ``local_received`` (see
+        :func:`~tidings.protocol.clock.stamp_received`); returns ``(type, event)``."""
+        return stamp_received(body, self.clock, now, client_clock_skew), body
+
+    # -- skipped input -------------------------------------------------------------------
+
+    @property
+    def skipped(self) -> int:
+        return sum(self.errors.values())
+
+    def skip(self, cause: str, detail: str, exc_info: bool = False) -> None:
+        """Count one skipped input under ``cause``; the first of each cause is logged."""
+        self.errors[cause] += 1
+        if cause not in self._logged_causes:
+            self._logged_causes.add(cause)
+            self.log.warning("Skipped event input (%s): %s; further ones are only counted",
+                             cause, detail, exc_info=exc_info)
+        else:
+            self.log.debug("Skipped event input (%s): %s", cause, detail)

@@ -1,0 +1,45 @@
+"""Talking to brokers: connections, the Celery topology, the embedded broker, reconnecting.
+
+* :mod:`.connection` — connections from URLs and settings, the embedded
+  broker's folder, URLs with passwords hidden;
+* :mod:`.topology` — the event exchange, receiver and task queues, and the
+  remote-control mailbox, declared as Celery 5.7 declares them;
+* :mod:`.embedded` — the embedded default broker (kombu's filesystem
+  transport plus message TTL and queue expiry);
+* :mod:`.reconnect` — the one reconnect loop and its typed status.
+"""
+
+from .connection import (
+    EMBEDDED_SCHEME,
+    connection_for,
+    connection_from_settings,
+    default_data_dir,
+    embedded_folder,
+    is_embedded,
+    redact_url,
+)
+from .embedded import EmbeddedChannel, EmbeddedTransport
+from .reconnect import FIRST_CONNECT_RETRIES, Backoff, Link, Reconnector, Status
+from .topology import FANOUT_DRIVERS, control_mailbox, event_queue, get_exchange, task_queue
+
+__all__ = [
+    "EMBEDDED_SCHEME",
+    "FANOUT_DRIVERS",
+    "FIRST_CONNECT_RETRIES",
+    "Backoff",
+    "EmbeddedChannel",
+    "EmbeddedTransport",
+    "Link",
+    "Reconnector",
+    "Status",
+    "connection_for",
+    "connection_from_settings",
+    "control_mailbox",
+    "default_data_dir",
+    "embedded_folder",
+    "event_queue",
+    "get_exchange",
+    "is_embedded",
+    "redact_url",
+    "task_queue",
+]

@@ -1,0 +1,97 @@
+"""Broker connections from URLs and settings, the embedded broker's folder, safe URLs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from kombu import Connection
+
+from .embedded import EmbeddedTransport
+
+__all__ = [
+    "EMBEDDED_POLL_INTERVAL",
+    "EMBEDDED_SCHEME",
+    "connection_for",
+    "connection_from_settings",
+    "default_data_dir",
+    "embedded_folder",
+    "is_embedded",
+    "redact_url",
+]
+
+EMBEDDED_SCHEME = "filesystem"
+
+#: Seconds between polls of the embedded broker's folder by a consumer.
+EMBEDDED_POLL_INTERVAL = 0.05
+
+
+def default_data_dir() -> Path:
+    """The embedded broker's folder: ``$XDG_DATA_HOME/tidings/broker``."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local",
+                                                            "share")
+    return Path(base) / "tidings" / "broker"
+
+
+def redact_url(url: str | None) -> str:
+    """``url`` with any password replaced by ``***``, for logs and screens."""
+    if not url:
+        return f"{EMBEDDED_SCHEME}:// (embedded)"
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
+
+
+def is_embedded(url: str | None) -> bool:
+    return not url or url.split("://", 1)[0] == EMBEDDED_SCHEME
+
+
+def embedded_folder(url: str | None, data_dir: str | None) -> Path:
+    """Folder of the embedded broker: ``filesystem:///path``, the setting, or the default."""
+    if url and "://" in url:
+        path = url.split("://", 1)[1]
+        if path and path != "/":
+            return Path(path)
+    return Path(data_dir) if data_dir else default_data_dir()
+
+
+def connection_for(
+    url: str | None,
+    *,
+    data_dir: str | None = None,
+    transport_options: dict[str, Any] | None = None,
+    connect_timeout: float | None = 4.0,
+) -> Connection:
+    """A kombu ``Connection`` (not yet connected) for ``url``, embedded broker included."""
+    options = dict(transport_options or {})
+    if is_embedded(url):
+        folder = embedded_folder(url, data_dir)
+        for sub in ("data", "control"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        options.setdefault("data_folder_in", str(folder / "data"))
+        options.setdefault("data_folder_out", str(folder / "data"))
+        options.setdefault("control_folder", str(folder / "control"))
+        options.setdefault("polling_interval", EMBEDDED_POLL_INTERVAL)
+        return Connection(
+            f"{EMBEDDED_SCHEME}://localhost/",
+            transport=EmbeddedTransport,
+            transport_options=options,
+            connect_timeout=connect_timeout,
+        )
+    return Connection(url, transport_options=options, connect_timeout=connect_timeout)
+
+
+def connection_from_settings(conf: Any, url: str | None = None, **kwargs: Any) -> Connection:
+    """A new (lazy) connection as the settings ``conf`` describe it (``url`` overrides)."""
+    return connection_for(
+        url or conf.broker_url,
+        data_dir=conf.broker_data_dir,
+        transport_options=kwargs.pop("transport_options", None)
+        or conf.broker_transport_options,
+        connect_timeout=kwargs.pop("connect_timeout", conf.broker_connection_timeout),
+    )
