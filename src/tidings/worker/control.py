@@ -12,8 +12,12 @@ import logging
 import signal as _signal
 from typing import TYPE_CHECKING, Any
 
+from ..protocol.events import TASK_GROUP, WORKER_GROUP
+
 if TYPE_CHECKING:
     from .worker import Worker
+
+__all__ = ["CONTROL_HANDLERS"]
 
 logger = logging.getLogger("tidings.worker.control")
 
@@ -37,7 +41,7 @@ def enable_events(worker: Worker, **kwargs: Any) -> dict[str, Any]:
     if worker.task_events_enabled:
         return ok("task events already enabled")
     if dispatcher.groups:
-        dispatcher.groups.add("task")
+        dispatcher.groups.add(TASK_GROUP)
     if not dispatcher.enabled:
         dispatcher.enable()
     logger.warning("Events of group {task} enabled by remote.")
@@ -50,14 +54,14 @@ def disable_events(worker: Worker, **kwargs: Any) -> dict[str, Any]:
         return error("event dispatcher unavailable")
     if not worker.task_events_enabled:
         return ok("task events already disabled")
-    dispatcher.groups = {"worker"}  # an empty set meant "every group"
+    dispatcher.groups = {WORKER_GROUP}  # an empty set meant "every group"
     logger.warning("Events of group {task} disabled by remote.")
     return ok("task events disabled")
 
 
 def heartbeat(worker: Worker, **kwargs: Any) -> None:
-    if worker.dispatcher is not None and worker.dispatcher.enabled:
-        worker.hook("worker_heartbeat", remote=True)
+    worker.hook("worker_heartbeat", remote=True)
+    if worker.dispatcher is not None:
         worker.dispatcher.flush()
     return None
 

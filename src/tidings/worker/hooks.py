@@ -2,8 +2,11 @@
 
 The execution code never sends events: it calls hooks (``task_received``,
 ``task_started`` ... ``worker_offline``) on each :class:`Middleware` the
-worker has.  :class:`EventsMiddleware` is one of them; metrics or logging
-subscribe the same way, by overriding the hooks they care about.
+worker has, always, whether events are enabled or not.
+:class:`EventsMiddleware` is one of them and decides what to send (task
+events only while they are enabled and the task sends events; worker events
+unless the worker runs without heartbeats); metrics or logging subscribe
+the same way, by overriding the hooks they care about.
 """
 
 from __future__ import annotations
@@ -13,14 +16,25 @@ import os
 import platform
 from typing import TYPE_CHECKING, Any
 
-from .. import __version__
+from .._version import __version__
 
 if TYPE_CHECKING:
-    from .worker import Request, Worker
+    from .request import Request
+    from .worker import Worker
+
+__all__ = ["EventsMiddleware", "Middleware", "loadavg"]
 
 
 class Middleware:
-    """Override the hooks you need; each receives the worker first."""
+    """Override the hooks you need; each receives the worker first.
+
+    Hooks (all called in the worker's thread, an exception is logged and
+    ignored): ``worker_online``, ``worker_heartbeat`` (``remote=True`` when a
+    client asked for it), ``worker_offline``, ``task_received``,
+    ``task_started``, ``task_succeeded``, ``task_failed``, ``task_retried``,
+    ``task_rejected``, ``task_revoked``, and ``task_unregistered`` (a message
+    for a task this worker does not know; it is rejected).
+    """
 
     def worker_online(self, worker: Worker) -> None: ...
 
@@ -35,8 +49,8 @@ class Middleware:
     def task_succeeded(self, worker: Worker, request: Request, result: str,
                        runtime: float) -> None: ...
 
-    def task_failed(self, worker: Worker, request: Request | None, exception: str,
-                    traceback: str | None, task_id: str | None = None) -> None: ...
+    def task_failed(self, worker: Worker, request: Request, exception: str,
+                    traceback: str | None) -> None: ...
 
     def task_retried(self, worker: Worker, request: Request, exception: str,
                      traceback: str) -> None: ...
@@ -45,6 +59,8 @@ class Middleware:
 
     def task_revoked(self, worker: Worker, request: Request, terminated: bool,
                      signum: int | None, expired: bool) -> None: ...
+
+    def task_unregistered(self, worker: Worker, request: Request) -> None: ...
 
 
 def loadavg() -> list[float]:
@@ -60,23 +76,40 @@ class EventsMiddleware(Middleware):
 
     sw_ident = "py-tidings"
 
+    @staticmethod
+    def _task_events(worker: Worker, request: Request) -> bool:
+        task = request.task
+        return worker.task_events_enabled and (task is None or task.send_events)
+
     def _worker_fields(self, worker: Worker) -> dict[str, Any]:
         return {"freq": worker.heartbeat_interval, "active": worker.active_count,
                 "processed": worker.processed, "loadavg": loadavg(),
                 "sw_ident": self.sw_ident, "sw_ver": __version__, "sw_sys": platform.system()}
 
+    def _send_worker_event(self, worker: Worker, type_: str) -> None:
+        dispatcher = worker.dispatcher
+        if worker.heartbeat_enabled and dispatcher is not None and dispatcher.enabled:
+            dispatcher.send(type_, **self._worker_fields(worker))
+
     def worker_online(self, worker: Worker) -> None:
-        worker.dispatcher.send("worker-online", **self._worker_fields(worker))
+        self._send_worker_event(worker, "worker-online")
 
     def worker_heartbeat(self, worker: Worker, remote: bool = False) -> None:
         # A remote-asked heartbeat carries every field and the real frequency
-        # (Celery's says freq=5 and leaves out active/processed/loadavg).
-        worker.dispatcher.send("worker-heartbeat", **self._worker_fields(worker))
+        # (Celery's says freq=5 and leaves out active/processed/loadavg).  It
+        # is sent even by a worker without periodic heartbeats: it was asked.
+        dispatcher = worker.dispatcher
+        if remote and dispatcher is not None and dispatcher.enabled:
+            dispatcher.send("worker-heartbeat", **self._worker_fields(worker))
+        elif not remote:
+            self._send_worker_event(worker, "worker-heartbeat")
 
     def worker_offline(self, worker: Worker) -> None:
-        worker.dispatcher.send("worker-offline", **self._worker_fields(worker))
+        self._send_worker_event(worker, "worker-offline")
 
     def task_received(self, worker: Worker, request: Request) -> None:
+        if not self._task_events(worker, request):
+            return
         r = request.req
         worker.dispatcher.send(
             "task-received", uuid=r.id, name=r.name, args=r.argsrepr, kwargs=r.kwargsrepr,
@@ -85,30 +118,40 @@ class EventsMiddleware(Middleware):
             expires=r.expires.isoformat() if r.expires else None)
 
     def task_started(self, worker: Worker, request: Request) -> None:
-        worker.dispatcher.send("task-started", uuid=request.id)
+        if self._task_events(worker, request):
+            worker.dispatcher.send("task-started", uuid=request.id)
 
     def task_succeeded(self, worker: Worker, request: Request, result: str,
                        runtime: float) -> None:
-        worker.dispatcher.send("task-succeeded", uuid=request.id, result=result,
-                               runtime=runtime)
+        if self._task_events(worker, request):
+            worker.dispatcher.send("task-succeeded", uuid=request.id, result=result,
+                                   runtime=runtime)
 
-    def task_failed(self, worker: Worker, request: Request | None, exception: str,
-                    traceback: str | None, task_id: str | None = None) -> None:
-        fields: dict[str, Any] = {"uuid": task_id or request.id,  # type: ignore[union-attr]
-                                  "exception": exception}
+    def task_failed(self, worker: Worker, request: Request, exception: str,
+                    traceback: str | None) -> None:
+        if not self._task_events(worker, request):
+            return
+        fields: dict[str, Any] = {"uuid": request.id, "exception": exception}
         if traceback is not None:
             fields["traceback"] = traceback
         worker.dispatcher.send("task-failed", **fields)
 
     def task_retried(self, worker: Worker, request: Request, exception: str,
                      traceback: str) -> None:
-        worker.dispatcher.send("task-retried", uuid=request.id, exception=exception,
-                               traceback=traceback)
+        if self._task_events(worker, request):
+            worker.dispatcher.send("task-retried", uuid=request.id, exception=exception,
+                                   traceback=traceback)
 
     def task_rejected(self, worker: Worker, request: Request, requeue: bool) -> None:
-        worker.dispatcher.send("task-rejected", uuid=request.id, requeue=requeue)
+        if self._task_events(worker, request):
+            worker.dispatcher.send("task-rejected", uuid=request.id, requeue=requeue)
 
     def task_revoked(self, worker: Worker, request: Request, terminated: bool,
                      signum: int | None, expired: bool) -> None:
-        worker.dispatcher.send("task-revoked", uuid=request.id, terminated=terminated,
-                               signum=signum, expired=expired)
+        if self._task_events(worker, request):
+            worker.dispatcher.send("task-revoked", uuid=request.id, terminated=terminated,
+                                   signum=signum, expired=expired)
+
+    def task_unregistered(self, worker: Worker, request: Request) -> None:
+        # Reported as a failure, so monitors show the task and why it never ran.
+        self.task_failed(worker, request, f"NotRegistered({request.name!r})", None)

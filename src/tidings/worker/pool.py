@@ -23,10 +23,18 @@ from typing import Any
 
 from ..protocol.tasks import saferepr
 from ..task import Reject, Retry
+from .outcome import Failed, Outcome, Rejected, Retried, Succeeded, Terminated
+
+__all__ = ["POOLS", "BasePool", "Job", "PreforkPool", "SoloPool", "ThreadsPool", "execute"]
 
 logger = logging.getLogger("tidings.worker.pool")
 
-Outcome = tuple
+#: Seconds a prefork child is given to exit before it is waited for no more.
+CHILD_JOIN_TIMEOUT = 5.0
+#: Seconds a stopping prefork pool waits for running tasks to finish.
+POOL_STOP_TIMEOUT = 60.0
+#: Seconds between checks of the children's pipes when nothing arrives.
+COLLECT_INTERVAL = 0.5
 
 
 @dataclass
@@ -43,7 +51,7 @@ def execute(app: Any, job: Job) -> Outcome:
     """Run one task; never raises.  The outcome says what happened."""
     task = app.tasks.get(job.name)
     if task is None:
-        return ("failure", f"NotRegistered({job.name!r})", None, 0.0)
+        return Failed(f"NotRegistered({job.name!r})", None)
     request = task.request
     for key, value in job.context.items():
         setattr(request, key, value)
@@ -52,15 +60,14 @@ def execute(app: Any, job: Job) -> Outcome:
         result = task(*job.args, **job.kwargs)
     except Retry as exc:
         cause = exc.exc if exc.exc is not None else exc
-        return ("retry", saferepr(cause), traceback.format_exc(), exc.when)
+        return Retried(saferepr(cause), traceback.format_exc(), exc.when)
     except Reject as exc:
-        return ("reject", repr(exc), exc.requeue, traceback.format_exc())
+        return Rejected(repr(exc), exc.requeue, traceback.format_exc())
     except Exception as exc:
-        return ("failure", saferepr(exc), traceback.format_exc(),
-                time.perf_counter() - start)
+        return Failed(saferepr(exc), traceback.format_exc(), time.perf_counter() - start)
     finally:
         request.__dict__.clear()
-    return ("success", saferepr(result), time.perf_counter() - start)
+    return Succeeded(saferepr(result), time.perf_counter() - start)
 
 
 class BasePool:
@@ -120,7 +127,7 @@ class ThreadsPool(BasePool):
             try:
                 outcome = fut.result()
             except BaseException as exc:  # pragma: no cover - execute() never raises
-                outcome = ("failure", saferepr(exc), None, 0.0)
+                outcome = Failed(saferepr(exc), None)
             self.on_done(job, outcome)
 
         future.add_done_callback(done)
@@ -147,7 +154,7 @@ def _child_main(app: Any, conn: Connection) -> None:
         except (BrokenPipeError, OSError):
             return
         except Exception as exc:  # the outcome could not be pickled
-            conn.send((job.id, ("failure", saferepr(exc), traceback.format_exc(), 0.0)))
+            conn.send((job.id, Failed(saferepr(exc), traceback.format_exc())))
 
 
 class _Child:
@@ -186,7 +193,7 @@ class PreforkPool(BasePool):
         try:
             child.conn.send(job)
         except (BrokenPipeError, OSError) as exc:
-            self._finish(child, ("failure", saferepr(exc), None, 0.0))
+            self._finish(child, Failed(saferepr(exc), None))
 
     def terminate(self, job_id: str, signum: int) -> bool:
         with self._lock:
@@ -212,7 +219,7 @@ class PreforkPool(BasePool):
         while not (self._stopping and not self.active):
             conns = {c.conn: c for c in list(self._children)}
             try:
-                ready = wait([*conns, self._wake_r], timeout=0.5)
+                ready = wait([*conns, self._wake_r], timeout=COLLECT_INTERVAL)
             except OSError:
                 continue
             for conn in ready:
@@ -235,15 +242,14 @@ class PreforkPool(BasePool):
                 self._finish(child, outcome)
 
     def _replace(self, child: _Child) -> None:
-        child.process.join(5)
+        child.process.join(CHILD_JOIN_TIMEOUT)
         code = child.process.exitcode
         signum = child.killed_with or (-code if code and code < 0 else None)
         if child.job is not None:
             if child.killed_with is not None:
-                outcome: Outcome = ("terminated", signum)
+                outcome: Outcome = Terminated(signum)
             else:
-                outcome = ("failure", f"WorkerLostError('child exited with {code}')",
-                           None, 0.0)
+                outcome = Failed(f"WorkerLostError('child exited with {code}')", None)
             self._finish(child, outcome)
         with self._lock:
             index = self._children.index(child)
@@ -259,11 +265,11 @@ class PreforkPool(BasePool):
                 child.conn.send(None)
             except (BrokenPipeError, OSError):
                 pass
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + POOL_STOP_TIMEOUT
         while self.active and time.monotonic() < deadline:
             time.sleep(0.05)
         for child in list(self._children):
-            child.process.join(5)
+            child.process.join(CHILD_JOIN_TIMEOUT)
         self._wake()
 
     def kill(self) -> None:

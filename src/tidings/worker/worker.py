@@ -15,101 +15,46 @@ import logging
 import os
 import queue
 import signal
-import socket
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kombu import Consumer, Exchange, Queue
-from kombu.pidbox import Mailbox
+from kombu import Connection, Consumer
 
-from ..app import App
 from ..events.dispatcher import EventDispatcher
-from ..protocol.tasks import BadMessage, TaskRequest, build_message, parse_message
+from ..protocol.events import HEARTBEAT_INTERVAL, TASK_GROUP, WORKER_GROUP
+from ..protocol.tasks import BadMessage, build_message, parse_message
+from ..transport import Reconnector, Status, control_mailbox, redact_url, task_queue
+from ..utils.nodenames import nodename
 from .control import CONTROL_HANDLERS
 from .hooks import EventsMiddleware, Middleware
-from .pool import POOLS, BasePool, Job, Outcome
+from .outcome import Failed, Outcome, Rejected, Retried, Succeeded, Terminated
+from .pool import POOLS, BasePool, Job
+from .request import Request
+from .revoked import Revoked
+
+if TYPE_CHECKING:
+    from ..app import App
+
+__all__ = ["Worker"]
 
 logger = logging.getLogger("tidings.worker")
 
-REVOKES_MAX = 50_000
-REVOKE_EXPIRES = 3 * 3600.0
-
-
-class Revoked:
-    """Ids of revoked tasks: bounded (oldest forgotten first) and expiring."""
-
-    def __init__(self, maxlen: int = REVOKES_MAX, expires: float = REVOKE_EXPIRES) -> None:
-        self.maxlen = maxlen
-        self.expires = expires
-        self._ids: OrderedDict[str, float] = OrderedDict()
-
-    def add(self, task_id: str) -> None:
-        self._ids[task_id] = time.monotonic()
-        self._ids.move_to_end(task_id)
-        while len(self._ids) > self.maxlen:
-            self._ids.popitem(last=False)
-
-    def __contains__(self, task_id: object) -> bool:
-        added = self._ids.get(task_id)  # type: ignore[call-overload]
-        if added is None:
-            return False
-        if time.monotonic() - added > self.expires:
-            del self._ids[task_id]  # type: ignore[arg-type]
-            return False
-        return True
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-
-class Request:
-    """A task message being handled: the parsed request plus its message and state."""
-
-    def __init__(self, req: TaskRequest, message: Any, task: Any) -> None:
-        self.req = req
-        self.message = message
-        self.task = task
-        self.acked = False
-        self.started_at: float | None = None
-
-    @property
-    def id(self) -> str:
-        return self.req.id
-
-    @property
-    def name(self) -> str:
-        return self.req.name
-
-    @property
-    def acks_late(self) -> bool:
-        return bool(self.task is not None and self.task.acks_late)
-
-    def ack(self) -> None:
-        if not self.acked:
-            self.acked = True
-            self.message.ack()
-
-    def reject(self, requeue: bool = False) -> None:
-        if not self.acked:
-            self.acked = True
-            self.message.reject(requeue=requeue)
-
-    def expired(self, now: datetime | None = None) -> bool:
-        expires = self.req.expires
-        return expires is not None and (now or datetime.now(timezone.utc)) >= expires
-
-
-def nodename(name: str | None) -> str:
-    """``-n`` value with ``%h`` (host), ``%n`` (short host), ``%d`` (domain) expanded."""
-    host = socket.gethostname()
-    if not name:
-        return f"tidings@{host}"
-    short, _, domain = host.partition(".")
-    name = name.replace("%h", host).replace("%n", short).replace("%d", domain)
-    return name if "@" in name else f"{name}@{host}"
+#: Task events are published as ``task.multi`` batches of at most this many.
+TASK_EVENT_BATCH = 100
+#: A batch is published when the worker is idle, or when its oldest event
+#: is this old (seconds): the promise to monitors is 100 ms.
+TASK_EVENT_BATCH_WINDOW = 0.09
+#: Seconds the broker is polled per loop turn when no task runs.
+IDLE_POLL = 0.05
+#: While tasks run: seconds the broker is polled, then seconds spent waiting
+#: for a finished job, per loop turn.
+BUSY_BROKER_POLL = 0.0005
+BUSY_OUTCOME_WAIT = 0.002
+#: Seconds a warm shutdown waits for running tasks.
+WARM_SHUTDOWN_TIMEOUT = 3600.0
 
 
 class Worker:
@@ -118,7 +63,7 @@ class Worker:
     def __init__(self, app: App, hostname: str | None = None, concurrency: int | None = None,
                  pool: str = "prefork", queues: list[str] | None = None,
                  task_events: bool | None = None, heartbeat: bool = True,
-                 heartbeat_interval: float = 2.0, prefetch_multiplier: int = 4,
+                 heartbeat_interval: float = HEARTBEAT_INTERVAL, prefetch_multiplier: int = 4,
                  middleware: list[Middleware] | None = None) -> None:
         if pool not in POOLS:
             raise ValueError(f"unknown pool {pool!r} (choose from {', '.join(POOLS)})")
@@ -163,7 +108,7 @@ class Worker:
     @property
     def task_events_enabled(self) -> bool:
         d = self.dispatcher
-        return bool(d and d.enabled and (not d.groups or "task" in d.groups))
+        return bool(d and d.enabled and (not d.groups or TASK_GROUP in d.groups))
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -189,35 +134,18 @@ class Worker:
         """Run until :meth:`stop`; reconnects when the broker connection is lost."""
         self.pool.start()
         try:
-            delay = 1.0
-            while not self._stop.is_set():
-                conn = self.app.connection_for_write()
-                try:
-                    conn.ensure_connection(max_retries=None if self.ready.is_set() else 3,
-                                           interval_start=0.5, interval_step=0.5,
-                                           interval_max=4)
-                    self._run_connected(conn)
-                    delay = 1.0
-                except (*conn.connection_errors, *conn.channel_errors, OSError) as exc:
-                    if self._stop.is_set():
-                        break
-                    if not self.ready.is_set():
-                        raise
-                    logger.error("Connection to broker lost (%r); reconnecting in %.0fs",
-                                 exc, delay)
-                    self._forget_unacked()
-                    self._stop.wait(delay)
-                    delay = min(delay * 2, 16)
-                finally:
-                    try:
-                        conn.close()
-                    except Exception:
-                        pass
+            loop = Reconnector(self.app.connection_for_write, self._stop,
+                               label=redact_url(self.app.conf.broker_url),
+                               on_status=self._log_status)
+            loop.run(self._run_connected, on_lost=lambda exc: self._forget_unacked())
         finally:
             if self._stop_now:
                 self.pool.kill()
             else:
                 self.pool.stop()
+
+    def _log_status(self, status: Status) -> None:
+        logger.log(logging.INFO if status.ok else logging.ERROR, "%s", status)
 
     def _setup_dispatcher(self, conn: Any) -> None:
         """Events get a connection of their own (as in Celery).
@@ -227,36 +155,29 @@ class Worker:
         publishing an event batch.
         """
         previous = self.dispatcher
-        groups = None if self.task_events else {"worker"}
+        groups = None if self.task_events else {WORKER_GROUP}
         if previous is not None:
             groups = previous.groups  # remote enable/disable survives reconnects
         self.dispatcher = EventDispatcher(
             conn, hostname=self.hostname, app=self.app,
             enabled=bool(self.task_events or self.heartbeat_enabled),
-            groups=groups, buffer_group=["task"], buffer_limit=100,
+            groups=groups, buffer_group=[TASK_GROUP], buffer_limit=TASK_EVENT_BATCH,
             on_send_buffered=self._on_send_buffered)
         self._first_buffered = None
         if previous is not None:
             self.dispatcher.extend_buffer(previous)
             previous.close()
 
-    def _run_connected(self, conn: Any) -> None:
-        event_conn = self.app.connection_for_write()
-        try:
+    def _run_connected(self, conn: Connection) -> None:
+        with self.app.connection_for_write() as event_conn:
             event_conn.ensure_connection(max_retries=3)
             self._run_consuming(conn, event_conn)
-        finally:
-            try:
-                event_conn.close()
-            except Exception:
-                pass
 
     def _run_consuming(self, conn: Any, event_conn: Any) -> None:
         self._setup_dispatcher(event_conn)
         channel = conn.channel()
         channel.basic_qos(0, self.concurrency * self.prefetch_multiplier, False)
-        task_queues = [Queue(q, Exchange(q, "direct"), routing_key=q, durable=True)
-                       for q in self.queues]
+        task_queues = [task_queue(q) for q in self.queues]
         consumer = Consumer(channel, task_queues, callbacks=[self._on_message],
                             accept=self.app.conf.accept_content,
                             on_decode_error=self._on_decode_error)
@@ -268,8 +189,7 @@ class Worker:
             logger.warning("%s ready: pool %s (%d), queues %s, task events %s",
                            self.hostname, self.pool_name, self.concurrency,
                            ",".join(self.queues), "ON" if self.task_events else "OFF")
-        if self.heartbeat_enabled:
-            self.hook("worker_online")
+        self.hook("worker_online")
         self.dispatcher.flush()
         self.ready.set()
         next_beat = time.monotonic() + self.heartbeat_interval
@@ -278,16 +198,16 @@ class Worker:
                 idle = self._poll(conn)
                 self._tick()
                 now = time.monotonic()
-                if self.heartbeat_enabled and now >= next_beat:
+                if now >= next_beat:
                     next_beat = now + self.heartbeat_interval
                     self.hook("worker_heartbeat")
                 # Batch task events: publish when nothing else is happening, or
-                # when the oldest buffered event is 90 ms old (the promise is 100).
+                # when the oldest buffered event is as old as the window.
                 first = self._first_buffered
-                if first is not None and (idle or now - first >= 0.09):
+                if first is not None and (idle or now - first >= TASK_EVENT_BATCH_WINDOW):
                     self._first_buffered = None
                     self.dispatcher.flush()
-                elif self.dispatcher._outbound_buffer:  # sends that failed: retry them
+                elif self.dispatcher.failed_sends:  # sends that failed: retry them
                     self.dispatcher.flush(groups=False)
             self._shutdown(conn, consumer)
         finally:
@@ -306,18 +226,18 @@ class Worker:
         """
         if self.pool.active:
             try:
-                conn.drain_events(timeout=0.0005)
+                conn.drain_events(timeout=BUSY_BROKER_POLL)
                 return False
             except TimeoutError:
                 pass
             try:
-                job, outcome = self._done.get(timeout=0.002)
+                job, outcome = self._done.get(timeout=BUSY_OUTCOME_WAIT)
             except queue.Empty:
                 return True
             self._finished(job, outcome)
             return False
         try:
-            conn.drain_events(timeout=0.05)
+            conn.drain_events(timeout=IDLE_POLL)
             return False
         except TimeoutError:
             conn.heartbeat_check()
@@ -335,18 +255,17 @@ class Worker:
             pass
         if self._stop_now:
             self.pool.kill()
-        deadline = time.monotonic() + 3600
+        deadline = time.monotonic() + WARM_SHUTDOWN_TIMEOUT
         while self.pool.active and not self._stop_now and time.monotonic() < deadline:
             try:
-                conn.drain_events(timeout=0.05)
+                conn.drain_events(timeout=IDLE_POLL)
             except TimeoutError:
                 pass
             self._tick(start_new=False)
         self._tick(start_new=False)
         # Messages held for an ETA or a free slot were never acked: the broker
         # gives them back when this channel closes.
-        if self.heartbeat_enabled:
-            self.hook("worker_offline")
+        self.hook("worker_offline")
         self.dispatcher.flush()
 
     def _forget_unacked(self) -> None:
@@ -361,15 +280,7 @@ class Worker:
     # -- remote control --------------------------------------------------------------------
 
     def _control_node(self, channel: Any) -> Any:
-        conf = self.app.conf
-        mailbox = Mailbox(conf.control_exchange, type="fanout", accept=conf.accept_content,
-                          serializer=conf.task_serializer, clock=self.app.clock,
-                          queue_ttl=conf.control_queue_ttl,
-                          queue_expires=conf.control_queue_expires,
-                          queue_exclusive=conf.control_queue_exclusive,
-                          queue_durable=conf.control_queue_durable,
-                          reply_queue_ttl=conf.control_queue_ttl,
-                          reply_queue_expires=conf.control_queue_expires)
+        mailbox = control_mailbox(self.app.conf, self.app.clock)
         handlers = {name: self._control_handler(fun) for name, fun in CONTROL_HANDLERS.items()}
         node = mailbox(channel.connection.client).Node(self.hostname, state=self,
                                                        handlers=handlers, channel=channel)
@@ -401,16 +312,14 @@ class Worker:
         if task is None:
             logger.error("Received unregistered task %r (id %s): message rejected. Is the "
                          "task's module imported by this worker (-A)?", req.name, req.id)
-            self.hook("task_failed", None, f"NotRegistered({req.name!r})", None,
-                      task_id=req.id)
+            self.hook("task_unregistered", request)
             request.reject(requeue=False)
             return
         if self._discarded(request):
             return
         logger.info("Task %s[%s] received", req.name, req.id)
         self._requests[req.id] = request
-        if self.task_events_enabled and task.send_events:
-            self.hook("task_received", request)
+        self.hook("task_received", request)
         if req.eta is not None and req.eta > datetime.now(timezone.utc):
             heapq.heappush(self._timers, (req.eta.timestamp(), next(self._seq), request))
         else:
@@ -424,8 +333,7 @@ class Worker:
         logger.info("Discarding revoked task %s[%s]%s", request.name, request.id,
                     " (expired)" if expired else "")
         self._requests.pop(request.id, None)
-        if self.task_events_enabled:
-            self.hook("task_revoked", request, terminated=False, signum=None, expired=expired)
+        self.hook("task_revoked", request, terminated=False, signum=None, expired=expired)
         request.ack()
         return True
 
@@ -454,8 +362,7 @@ class Worker:
         self.processed += 1
         if not request.acks_late:
             request.ack()
-        if self.task_events_enabled and request.task.send_events:
-            self.hook("task_started", request)
+        self.hook("task_started", request)
         context = {"id": req.id, "retries": req.retries, "args": req.args,
                    "kwargs": req.kwargs, "hostname": self.hostname, "root_id": req.root_id,
                    "parent_id": req.parent_id, "eta": req.eta, "expires": req.expires}
@@ -470,48 +377,38 @@ class Worker:
         request = self._requests.pop(job.id, None)
         if request is None:
             return
-        events = self.task_events_enabled and request.task.send_events
-        kind = outcome[0]
-        if kind == "success":
-            _, result, runtime = outcome
-            logger.info("Task %s[%s] succeeded in %.4fs: %s", job.name, job.id, runtime,
-                        result)
-            if events:
+        match outcome:
+            case Succeeded(result, runtime):
+                logger.info("Task %s[%s] succeeded in %.4fs: %s", job.name, job.id, runtime,
+                            result)
                 self.hook("task_succeeded", request, result, runtime)
-            request.ack()
-        elif kind == "failure":
-            _, exc, tb, _runtime = outcome
-            logger.error("Task %s[%s] raised unexpected: %s\n%s", job.name, job.id, exc,
-                         tb or "")
-            if events:
+                request.ack()
+            case Failed(exc, tb, _runtime):
+                logger.error("Task %s[%s] raised unexpected: %s\n%s", job.name, job.id, exc,
+                             tb or "")
                 self.hook("task_failed", request, exc, tb)
-            request.ack()
-        elif kind == "retry":
-            _, exc, tb, countdown = outcome
-            self._republish_retry(request, countdown)
-            logger.info("Task %s[%s] retry in %ss: %s", job.name, job.id, countdown, exc)
-            if events:
+                request.ack()
+            case Retried(exc, tb, countdown):
+                self._republish_retry(request, countdown)
+                logger.info("Task %s[%s] retry in %ss: %s", job.name, job.id, countdown, exc)
                 self.hook("task_retried", request, exc, tb)
-            request.ack()
-        elif kind == "reject":
-            _, reason, requeue, tb = outcome
-            logger.warning("Task %s[%s] rejected (requeue=%s): %s", job.name, job.id,
-                           requeue, reason)
-            if request.acked:
-                return  # acked early: nothing left to reject (as in Celery)
-            if not requeue and events:
-                self.hook("task_failed", request, reason, tb)
-            request.reject(requeue=requeue)
-            if events:
+                request.ack()
+            case Rejected(reason, requeue, tb):
+                logger.warning("Task %s[%s] rejected (requeue=%s): %s", job.name, job.id,
+                               requeue, reason)
+                if request.acked:
+                    return  # acked early: nothing left to reject (as in Celery)
+                if not requeue:
+                    self.hook("task_failed", request, reason, tb)
+                request.reject(requeue=requeue)
                 self.hook("task_rejected", request, requeue)
-        elif kind == "terminated":
-            _, signum = outcome
-            logger.warning("Task %s[%s] terminated by signal %s", job.name, job.id, signum)
-            self.revoked.add(job.id)
-            if events:
+            case Terminated(signum):
+                logger.warning("Task %s[%s] terminated by signal %s", job.name, job.id,
+                               signum)
+                self.revoked.add(job.id)
                 self.hook("task_revoked", request, terminated=True, signum=signum,
                           expired=False)
-            request.ack()
+                request.ack()
 
     def _republish_retry(self, request: Request, countdown: float | None) -> None:
         req = request.req
