@@ -28,3 +28,15 @@ def fail(x):
 @app.task(name="interop.noop")
 def noop():
     return None
+
+
+@app.task(name="interop.divide")
+def divide(x, y):
+    return x / y
+
+
+@app.task(name="interop.retry_once", bind=True, max_retries=3)
+def retry_once(self, x):
+    if self.request.retries == 0:
+        raise self.retry(exc=RuntimeError("transient"), countdown=0.5)
+    return x

@@ -46,3 +46,8 @@ def spawn(self, depth):
 @app.task(name="proj.noop")
 def noop():
     return None
+
+
+@app.task(name="proj.divide")
+def divide(x, y):
+    return x / y

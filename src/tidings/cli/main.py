@@ -13,6 +13,7 @@ from .common import LOG_LEVELS, Context, setup_logging
 from .control import control
 from .demo import demo
 from .events import events
+from .exporter import exporter
 from .worker import worker
 
 
@@ -38,7 +39,7 @@ def cli(ctx: click.Context, app_spec: str | None, broker: str | None, workdir: s
     ctx.obj = Context(app_spec, broker, loglevel)
 
 
-for _command in (demo, events, worker, control):
+for _command in (demo, events, exporter, worker, control):
     cli.add_command(_command)
 
 
