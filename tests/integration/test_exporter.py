@@ -224,11 +224,48 @@ def test_metrics_keep_serving_while_the_broker_is_away(amqp_url, tmp_path):
             proxy.start()
             assert wait_for(lambda: scrape.get("/health")[0] == 200, 40), exporter.stderr
             assert scrape.value("tidings_reconnects_total") >= 1
+            # malformed input on the event exchange is counted, and events keep flowing
+            with Connection(amqp_url) as conn:
+                producer = Producer(conn.default_channel)
+                exchange = c.app.conf.event_exchange
+                producer.publish("{broken", exchange=exchange, routing_key="task.started",
+                                 content_type="application/json", content_encoding="utf-8",
+                                 serializer=None)
+                producer.publish({"type": "task-started", "uuid": "x", "clock": None,
+                                  "hostname": "w@h", "timestamp": 1.0}, exchange=exchange,
+                                 routing_key="task.started", serializer="json")
             ok2 = c.proj.add.delay(2, 3)
             assert c.capture.wait("task-succeeded", ok2.id)
             assert wait_for(lambda: scrape.value("celery_task_succeeded_total", name="proj.add",
                                                  hostname="exp", queue_name=c.queue) == 2, 20)
             assert "lost" in exporter.stderr
+            assert scrape.value("tidings_events_skipped_total", cause="not-json") == 1
+            assert scrape.value("tidings_events_skipped_total", cause="null-clock") == 1
         finally:
             exporter.stop()
             proxy.cut()
+
+
+def test_a_port_in_use_is_a_clear_error(tmp_path):
+    from tests.cli.helpers import run
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        out = run(["-b", "memory://", "exporter", "--port", str(port)],
+                  {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}, timeout=30)
+    assert out.returncode == 1, out.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_bad_options_are_usage_errors():
+    from tests.cli.helpers import run
+
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
+    for args, message in ((["--buckets", "1,0.5"], "increasing order"),
+                          (["--static-label", "name=x"], "already have"),
+                          (["--static-label", "bad label=x"], "NAME=VALUE"),
+                          (["--metric-prefix", "9x"], "not a valid metric name prefix")):
+        out = run(["-b", "memory://", "exporter", *args], env, timeout=30)
+        assert out.returncode == 2 and message in out.stderr, (args, out.stderr)
