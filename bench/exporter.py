@@ -69,7 +69,15 @@ def celery_exporter_side(tasks: int, repeat: int, max_tasks: int) -> dict:
     def make() -> tuple[object, dict]:
         exporter = Exporter()
         exporter.state = State(max_tasks_in_memory=max_tasks)
-        return exporter, exporter._setup_event_handlers()
+        # the receiver's handler table, as its run() builds it
+        handlers = {
+            "worker-heartbeat": exporter.track_worker_heartbeat,
+            "worker-online": lambda event: exporter.track_worker_status(event, True),
+            "worker-offline": lambda event: exporter.track_worker_status(event, False),
+        }
+        for key in exporter.state_counters:
+            handlers[key] = exporter.track_task_event
+        return exporter, handlers
 
     def feed(handlers: dict, batch: list[dict]) -> None:
         for event in batch:
@@ -78,6 +86,22 @@ def celery_exporter_side(tasks: int, repeat: int, max_tasks: int) -> dict:
                 handler(event)
 
     return measure(make, feed, lambda exp: generate_latest(exp.registry), tasks, repeat)
+
+
+def comparable(text: str) -> dict[str, float]:
+    """The samples of celery-exporter's task metrics, as ``name{labels}`` -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = {}
+    for family in text_string_to_metric_families(text):
+        if not family.name.startswith("celery_task_"):
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_created"):
+                continue
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            out[f"{sample.name}{{{labels}}}"] = sample.value
+    return out
 
 
 def tidings_side(tasks: int, repeat: int, max_tasks: int) -> dict:
@@ -94,11 +118,10 @@ def tidings_side(tasks: int, repeat: int, max_tasks: int) -> dict:
         for event in batch:
             handle(event)
 
-    def scrape(metrics) -> bytes:
-        metrics.before_scrape()
-        return generate_latest(metrics.registry)
-
-    return measure(make, feed, scrape, tasks, repeat)
+    # The exposition alone on both sides (the stream's timestamps are old: a
+    # worker timeout check would rightly purge every worker's series).
+    return measure(make, feed, lambda metrics: generate_latest(metrics.registry), tasks,
+                   repeat)
 
 
 def measure(make, feed, scrape, tasks: int, repeat: int) -> dict:
@@ -119,8 +142,10 @@ def measure(make, feed, scrape, tasks: int, repeat: int) -> dict:
         start = time.perf_counter()
         body = scrape(obj)
         times.append(time.perf_counter() - start)
+    obj, handler = make()
+    feed(handler, fresh(events))
     return {"events": len(events), "rate": best, "scrape_s": statistics.median(times),
-            "scrape_bytes": len(body)}
+            "scrape_bytes": len(body), "samples": comparable(scrape(obj).decode())}
 
 
 # -- running both ----------------------------------------------------------------------------
@@ -161,6 +186,43 @@ def main() -> None:
     print(f"speed ratio tidings/celery-exporter: {ours['rate'] / theirs['rate']:.2f}x")
     print(f"scrape time ratio tidings/celery-exporter: "
           f"{ours['scrape_s'] / theirs['scrape_s']:.2f}x")
+    compare(theirs["samples"], ours["samples"])
+
+
+def compare(theirs: dict[str, float], ours: dict[str, float]) -> None:
+    """Same names, labels and values?  Differences are sorted by their reason."""
+    only_ours = {k for k in ours.keys() - theirs.keys() if "queue_wait_time" in k}
+    client_host = {k for k in theirs.keys() - ours.keys()
+                   if "hostname=client" in k and "task_sent" not in k}
+
+    def totals(samples: dict[str, float]) -> dict[str, float]:
+        """Per sample with the hostname label left out (it is where they differ)."""
+        out: dict[str, float] = {}
+        for key, value in samples.items():
+            if "queue_wait_time" in key or "task_sent" in key:
+                continue
+            name, _, labels = key.partition("{")
+            kept = ",".join(p for p in labels.rstrip("}").split(",")
+                            if not p.startswith("hostname="))
+            out[f"{name}{{{kept}}}"] = out.get(f"{name}{{{kept}}}", 0.0) + value
+        return out
+
+    sent_same = all(theirs.get(k) == ours.get(k) for k in theirs.keys() | ours.keys()
+                    if "task_sent" in k)
+    t, o = totals(theirs), totals(ours)
+    unexplained = sorted(k for k in t.keys() | o.keys()
+                         if t.get(k) is None or o.get(k) is None
+                         or abs(t[k] - o[k]) > 1e-6 * max(1.0, abs(t[k])))
+    print(f"celery_task_* samples after the stream: {len(theirs)} celery-exporter, "
+          f"{len(ours)} tidings")
+    print(f"  task_sent samples identical: {'yes' if sent_same else 'NO'}")
+    print(f"  per (metric, name, queue, exception), hostname aside: "
+          f"{'identical' if not unexplained else f'{len(unexplained)} differ'}")
+    for key in unexplained[:10]:
+        print(f"    {key}: celery-exporter {t.get(key)}, tidings {o.get(key)}")
+    print(f"  {len(client_host)} celery-exporter series put worker events under the client's "
+          "host (Celery's State lets a late task-sent overwrite task.hostname)")
+    print(f"  {len(only_ours)} tidings-only samples: celery_task_queue_wait_time")
 
 
 if __name__ == "__main__":

@@ -224,3 +224,17 @@ def test_label_helpers():
     guard = LabelGuard(2)
     assert [guard("l", v) for v in ("a", "b", "c", "a")] == ["a", "b", "other", "a"]
     assert guard("m", "x" * 10_000) == "x" * 200
+
+
+def test_odd_field_values_become_bounded_text_labels():
+    metrics = ClusterMetrics(State())
+    metrics.handle({"type": "task-sent", "hostname": "gen1@c", "clock": 1, "uuid": "a",
+                    "name": "n", "queue": ["not", "a", "name"], "timestamp": 1.0,
+                    "local_received": 1.0})
+    metrics.handle({"type": "task-received", "hostname": "w@box", "clock": 2, "uuid": "a",
+                    "name": "n" * 5000, "timestamp": 1.0, "local_received": 1.0})
+    got = samples(metrics)
+    sent = {dict(k)["queue_name"] for k in got["celery_task_sent_total"]}
+    assert sent == {"['not', 'a', 'name']"}
+    names = {dict(k)["name"] for k in got["celery_task_received_total"]}
+    assert names == {"n" * 200}

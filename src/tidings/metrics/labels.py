@@ -22,6 +22,8 @@ OVERFLOW_VALUE = "other"
 #: Characters kept of a label value.
 MAX_LABEL_LENGTH = 200
 
+_EMPTY: frozenset[str] = frozenset()
+
 
 class LabelGuard:
     """Maps raw values to bounded label values, per label name.
@@ -41,7 +43,10 @@ class LabelGuard:
         self._lock = threading.Lock()
 
     def __call__(self, label: str, value: Any) -> str:
-        text = value if isinstance(value, str) else str(value)
+        text = value if type(value) is str else str(value)
+        seen = self._seen.get(label)
+        if seen is not None and text in seen:  # the common case: no lock, no copy
+            return text
         if len(text) > MAX_LABEL_LENGTH:
             text = text[:MAX_LABEL_LENGTH]
         with self._lock:
@@ -54,6 +59,10 @@ class LabelGuard:
         if self.on_overflow is not None:
             self.on_overflow(label)
         return OVERFLOW_VALUE
+
+    def values(self, label: str) -> set[str]:
+        """The live values of ``label`` (the guard's own set: read it, do not change it)."""
+        return self._seen.get(label) or _EMPTY
 
     def forget(self, label: str, value: str) -> None:
         with self._lock:

@@ -91,7 +91,7 @@ class QueueMonitor:
         with self.app.connection_for_read() as conn:
             conn.ensure_connection(max_retries=1)
             workers, processes = self._served(conn)
-            queues = self.queues | self.metrics.queues_seen | set(workers)
+            queues = self.queues | self.metrics.known_queues() | set(workers)
             counts_consumers = conn.transport.driver_type in CONSUMER_COUNT_DRIVERS
             channel = conn.channel()
             try:
