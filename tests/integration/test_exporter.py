@@ -117,6 +117,10 @@ def test_exporter_counts_what_tidings_and_celery_workers_did(broker_url, tmp_pat
             client.send_task("interop.fail", (1,), queue=celery_queue)
             client.send_task("interop.divide", (1, 0), queue=celery_queue)
             client.send_task("interop.retry_once", (1,), queue=celery_queue)
+            theirs_later = client.send_task("interop.add", (5, 5), countdown=3,
+                                            queue=celery_queue)
+            assert c.capture.wait("task-received", theirs_later.id)
+            client.control.revoke(theirs_later.id)
 
             def ours(name: str, task: str, queue: str, **extra: str) -> float | None:
                 return scrape.value(name, name=task, hostname="exp", queue_name=queue, **extra)
@@ -128,7 +132,9 @@ def test_exporter_counts_what_tidings_and_celery_workers_did(broker_url, tmp_pat
                                      celery_queue) == 2
                             and ours("celery_task_succeeded_total", "interop.retry_once",
                                      celery_queue) == 1
-                            and ours("celery_task_revoked_total", "proj.add", q) == 1, 60), \
+                            and ours("celery_task_revoked_total", "proj.add", q) == 1
+                            and ours("celery_task_revoked_total", "interop.add",
+                                     celery_queue) == 1, 60), \
                 scrape.get("/metrics")[1]
             got = scrape.samples()
             failed = {(dict(k)["name"], dict(k)["exception"]): v

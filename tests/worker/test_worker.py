@@ -219,7 +219,9 @@ def test_second_signal_stops_at_once(amqp_url, tmp_path):
         assert c.capture.wait("task-started", long.id)
         started = time.monotonic()
         w.proc.send_signal(sig.SIGTERM)
-        time.sleep(0.5)
+        # the second signal must come after the first was handled (two pending
+        # signals of one kind are delivered once)
+        assert wait_for(lambda: "Warm shutdown" in w.log, 10), w.log
         w.proc.send_signal(sig.SIGTERM)
         w.proc.wait(20)
         assert time.monotonic() - started < 15
