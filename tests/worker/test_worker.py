@@ -225,3 +225,30 @@ def test_second_signal_stops_at_once(amqp_url, tmp_path):
         w.proc.send_signal(sig.SIGTERM)
         w.proc.wait(20)
         assert time.monotonic() - started < 15
+
+
+def test_a_worker_whose_broker_is_gone_still_stops_on_sigterm(amqp_url, tmp_path):
+    """While it waits to reconnect, a worker obeys SIGTERM (it used to retry forever)."""
+    import signal as sig
+
+    from tests.cli.proxy import Proxy
+    from tests.worker.helpers import WorkerProcess
+
+    proxy = Proxy(5672)
+    proxy.start()
+    with cluster(amqp_url, tmp_path) as c:
+        env = dict(c.env, TIDINGS_BROKER_URL=f"amqp://guest:guest@127.0.0.1:{proxy.port}//")
+        w = WorkerProcess(env, tmp_path, "-P", "solo", name="away@test")
+        try:
+            assert wait_for(lambda: any(e["hostname"] == "away@test"
+                                        for e in c.capture.of("worker-online")), 40), w.log
+            proxy.cut()
+            assert wait_for(lambda: "lost" in w.log, 30), w.log
+            time.sleep(3)  # past the first back-off: trying to connect again
+            started = time.monotonic()
+            w.proc.send_signal(sig.SIGTERM)
+            assert w.proc.wait(20) == 0, w.log
+            assert time.monotonic() - started < 15
+        finally:
+            w.stop()
+            proxy.cut()

@@ -47,6 +47,14 @@ RECONNECT_DELAY_MIN = 1.0
 RECONNECT_DELAY_MAX = 16.0
 
 
+class _StopRequested(Exception):
+    """Raised from kombu's retry callback to end a connection attempt when stopping.
+
+    Not an ``OSError``: kombu would wrap that in ``OperationalError``, which
+    means "the broker is unreachable", not "we were asked to stop".
+    """
+
+
 class Link(enum.Enum):
     """Where a connection stands."""
 
@@ -139,7 +147,7 @@ class Reconnector:
                 self.connected_once = True
                 delay = self.backoff.start
                 session(conn)
-            except ConnectionAbortedError:
+            except _StopRequested:
                 break
             except (*conn.connection_errors, *conn.channel_errors, OSError) as exc:
                 if self.stop.is_set():
@@ -158,7 +166,7 @@ class Reconnector:
     def _ensure(self, conn: Connection) -> None:
         def errback(exc: Exception, interval: float) -> None:
             if self.stop.is_set():
-                raise ConnectionAbortedError("stopping")
+                raise _StopRequested()
             self.report(Link.RETRYING, f"Cannot connect to {self.label}: {exc}; "
                         f"retrying in {interval:.1f}s", str(exc), interval)
 
