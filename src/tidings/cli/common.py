@@ -7,7 +7,9 @@ them to register them).
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
 import traceback
 from typing import Any
 
@@ -18,7 +20,7 @@ from ..config import ImproperlyConfigured
 from ..transport import redact_url
 
 __all__ = ["EX_UNAVAILABLE", "LOG_LEVELS", "CommandError", "Context", "broker_unreachable",
-           "set_process_title", "setup_logging"]
+           "set_process_title", "setup_logging", "stop_on_signals"]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "FATAL")
 
@@ -91,3 +93,15 @@ def setup_logging(level: str, logfile: str | None = None) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel("CRITICAL" if level == "FATAL" else level)
+
+
+def stop_on_signals() -> threading.Event:
+    """An event that SIGTERM and SIGINT set: long-running commands stop cleanly on either."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop

@@ -12,9 +12,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-import signal
 import sys
-import threading
 from typing import Any
 
 import click
@@ -34,6 +32,7 @@ from .common import (
     broker_unreachable,
     set_process_title,
     setup_logging,
+    stop_on_signals,
 )
 
 logger = logging.getLogger("tidings.cli.events")
@@ -148,14 +147,6 @@ def run_monitor(obj: Context, max_tasks: int | None, event_filter: EventFilter,
     run_top(obj.app, source, max_tasks=max_tasks, refresh=refresh)
 
 
-def _stop_on_signals(stop: threading.Event) -> None:
-    def handler(signum: int, frame: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-
-
 def _status(status: Status) -> None:
     click.echo(f"-> {status}", err=True)
 
@@ -164,8 +155,7 @@ def run_dump(obj: Context, json_lines: bool, event_filter: EventFilter,
              replay: str | None) -> None:
     dumper = Dumper(sys.stdout, json_lines=json_lines)  # the source filters
     source = _open_source(obj, replay, event_filter)
-    stop = threading.Event()
-    _stop_on_signals(stop)
+    stop = stop_on_signals()
     try:
         if not replay:
             click.echo("-> evdump: starting capture...", err=True)
@@ -280,8 +270,7 @@ def _run_camera(app: Any, cls: type, frequency: float, maxrate: str | None,
     source = open_source(app, replay, event_filter or None)
     logger.info("-> evcam: Taking snapshots with %s.%s (every %s secs.)",
                 cls.__module__, cls.__qualname__, frequency)
-    stop = threading.Event()
-    _stop_on_signals(stop)
+    stop = stop_on_signals()
     cam.install()
     try:
         source.run(state.event, stop, on_status=lambda status: logger.info("-> %s", status))

@@ -8,8 +8,6 @@ celery-exporter's ``CE_<OPTION>`` names (``CE_BROKER_URL``, ``CE_PORT``,
 from __future__ import annotations
 
 import re
-import signal
-import threading
 from typing import Any
 
 import click
@@ -18,7 +16,7 @@ from ..metrics.collector import DEFAULT_BUCKETS, PURGE_OFFLINE_AFTER, WORKER_TIM
 from ..metrics.labels import DEFAULT_MAX_LABEL_VALUES
 from ..metrics.queues import QUEUE_REFRESH_INTERVAL
 from ..metrics.server import DEFAULT_ADDRESS, DEFAULT_PORT
-from .common import CommandError, Context, set_process_title
+from .common import CommandError, Context, set_process_title, stop_on_signals
 
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _RESERVED_LABELS = {"name", "hostname", "queue_name", "exception", "type", "cause", "label",
@@ -139,13 +137,7 @@ def exporter(obj: Context, broker_url: str | None, address: str, port: int,
     except OSError as exc:
         raise CommandError(f"cannot listen on {address}:{port}: {exc.strerror or exc}") from exc
     set_process_title("tidings exporter")
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_on_signals()
     click.echo(f"-> exporter: metrics at {server.server.url}/metrics, events from "
                f"{server.source.label}", err=True)
     server.run(stop, on_status=lambda status: click.echo(f"-> {status}", err=True))
