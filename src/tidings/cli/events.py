@@ -275,7 +275,7 @@ def _run_camera(app: Any, cls: type, frequency: float, maxrate: str | None,
     try:
         source.run(state.event, stop, on_status=lambda status: logger.info("-> %s", status))
         if source.errors and not replay:
-            logger.warning("-> skipped malformed input: %s", dict(source.errors))
+            logger.warning("-> skipped malformed input (%s)", format_causes(source.errors))
     finally:
         cam.cancel()
         timer = getattr(cam, "timer", None)
