@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .protocol.control import parse_rate
+
 ENV_PREFIX = "TIDINGS_"
 
 
@@ -53,6 +55,13 @@ def _to_pos_int(value: Any) -> int:
     if result <= 0:
         raise ValueError("expected a positive integer")
     return result
+
+
+def _to_opt_rate(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    parse_rate(value)  # raises ValueError for a string that is not a rate
+    return str(value)
 
 
 def _to_str(value: Any) -> str:
@@ -123,6 +132,16 @@ SETTINGS: dict[str, Setting] = {
         Setting("worker_send_task_events", False, _to_bool, "Workers send task events (-E)."),
         Setting("task_send_sent_event", False, _to_bool, "Clients send task-sent events."),
         Setting("task_default_queue", "celery", _to_str, "Queue of tasks sent without one."),
+        Setting("task_time_limit", None, _to_opt_float,
+                "Hard time limit of tasks, seconds (prefork: the child is killed)."),
+        Setting("task_soft_time_limit", None, _to_opt_float,
+                "Soft time limit of tasks, seconds (SoftTimeLimitExceeded is raised)."),
+        Setting("task_default_rate_limit", None, _to_opt_rate,
+                "Rate limit of tasks that set none, e.g. '10/s' (None: no limit)."),
+        Setting("worker_disable_rate_limits", False, _to_bool,
+                "Workers ignore every rate limit."),
+        Setting("worker_pool_restarts", False, _to_bool,
+                "Workers obey the pool_restart remote-control command."),
         Setting("accept_content", ["json"], _to_str_list, "Content types consumers accept."),
         Setting("task_serializer", "json", _to_str, "Serializer of task and control messages."),
         Setting("control_exchange", "celery", _to_str, "Remote-control exchange prefix."),

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from kombu import Producer
 
 from .events.dispatcher import EventDispatcher
+from .protocol.control import parse_rate
 from .protocol.tasks import DEFAULT_QUEUE, TASK_DELIVERY_MODE, TaskMessage, build_message
 from .transport import task_queue
 from .utils.nodenames import anon_nodename
@@ -93,7 +94,9 @@ class Task:
     def __init__(self, app: App, fun: Callable[..., Any], name: str, bind: bool = False,
                  max_retries: int | None = 3, default_retry_delay: float = 180,
                  acks_late: bool = False, ignore_result: bool = False,
-                 queue: str | None = None) -> None:
+                 queue: str | None = None, rate_limit: str | float | None = None,
+                 time_limit: float | None = None, soft_time_limit: float | None = None,
+                 ) -> None:
         self.app = app
         self.run = fun
         self.name = name
@@ -103,6 +106,15 @@ class Task:
         self.acks_late = acks_late
         self.ignore_result = ignore_result
         self.queue = queue
+        if rate_limit is not None:
+            parse_rate(rate_limit)  # a bad rate fails here, not in the worker
+        #: Celery's task attributes; a worker reads them for each task it runs,
+        #: so ``rate_limit``/``time_limit`` remote commands change them in place.
+        self.rate_limit = rate_limit
+        self.time_limit = time_limit
+        self.soft_time_limit = soft_time_limit
+        self.exchange: str | None = None
+        self.routing_key: str | None = None
         self.send_events = True
         self.request = RequestContext()
         functools.update_wrapper(self, fun)  # type: ignore[arg-type]

@@ -40,3 +40,11 @@ def retry_once(self, x):
     if self.request.retries == 0:
         raise self.retry(exc=RuntimeError("transient"), countdown=0.5)
     return x
+
+
+@app.task(name="interop.sleep")
+def sleep(seconds):
+    import time
+
+    time.sleep(seconds)
+    return seconds

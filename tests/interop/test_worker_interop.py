@@ -110,11 +110,11 @@ def test_tidings_control_on_a_celery_worker(broker_url, tmp_path):
             assert c.capture.wait("worker-online", timeout=60)
             out = run(["-b", c.url, "control", "enable_events", "-d", "cel@interop",
                        "--timeout", "5"], env)
-            assert "-> cel@interop: OK task events enabled" in out.stdout, out.stderr
+            assert "->  cel@interop: OK\n        task events enabled" in out.stdout, out.stderr
             result = celery_client(env).send_task("interop.add", (1, 2))
             assert c.capture.wait("task-succeeded", result.id)
             out = run(["-b", c.url, "control", "ping", "--timeout", "5"], env)
-            assert "-> cel@interop: OK pong" in out.stdout
+            assert "->  cel@interop: OK\n        pong" in out.stdout
         finally:
             worker.terminate()
             worker.wait(30)

@@ -14,7 +14,7 @@ from tests.conftest import ROOT, cleanup_broker, make_app, unique
 from tidings import App
 from tidings.events import EventReceiver
 
-__all__ = ["Capture", "WorkerProcess", "cluster", "wait_for"]
+__all__ = ["NO_REPLY", "Capture", "WorkerProcess", "cluster", "inspect", "wait_for"]
 
 
 class Capture:
@@ -60,12 +60,13 @@ class Capture:
 
 
 class WorkerProcess:
-    def __init__(self, env: dict, tmp_path: Path, *args: str, name: str = "w1@test") -> None:
+    def __init__(self, env: dict, tmp_path: Path, *args: str, name: str = "w1@test",
+                 app: str = "tests.worker.proj") -> None:
         self.name = name
         self.log_path = tmp_path / f"{name}.log"
         self._log = self.log_path.open("w")
         self.proc = subprocess.Popen(
-            [TIDINGS, "-A", "tests.worker.proj", "worker", "-n", name, *args],
+            [TIDINGS, "-A", app, "worker", "-n", name, *args],
             env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT)
 
     @property
@@ -109,8 +110,10 @@ class cluster:
         self.capture.start()
         return self
 
-    def worker(self, *args: str, name: str = "w1@test", wait: bool = True) -> WorkerProcess:
-        w = WorkerProcess(self.env, self.tmp_path, *args, name=name)
+    def worker(self, *args: str, name: str = "w1@test", wait: bool = True,
+               app: str = "tests.worker.proj", env: dict | None = None) -> WorkerProcess:
+        w = WorkerProcess(dict(self.env, **(env or {})), self.tmp_path, *args, name=name,
+                          app=app)
         self.workers.append(w)
         if wait:
             ok = wait_for(lambda: any(e["hostname"] == name
@@ -136,6 +139,18 @@ class cluster:
             import redis
 
             redis.Redis.from_url(self.url).delete(self.queue)
+
+
+def inspect(c: cluster, command: str, name: str = "w1@test", timeout: float = 5.0,
+            **arguments: object) -> object:
+    """One worker's reply to an inspect or control command (:data:`NO_REPLY` if none)."""
+    replies = c.app.control.broadcast(command, arguments=arguments, destination=[name],
+                                      reply=True, timeout=timeout)
+    return (replies or [{}])[0].get(name, NO_REPLY)
+
+
+#: What :func:`inspect` returns when the worker did not answer in time.
+NO_REPLY = "<no reply>"
 
 
 def now() -> float:

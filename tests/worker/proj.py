@@ -3,6 +3,7 @@
 import time
 
 from tidings import App
+from tidings.exceptions import SoftTimeLimitExceeded
 from tidings.task import Reject
 
 app = App("proj")
@@ -51,3 +52,27 @@ def noop():
 @app.task(name="proj.divide")
 def divide(x, y):
     return x / y
+
+
+@app.task(name="proj.busy")
+def busy(seconds):
+    """Sleeps in short steps, so a soft limit reaches it in every pool."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
+    return seconds
+
+
+@app.task(name="proj.cleanup_on_soft_limit", soft_time_limit=0.5)
+def cleanup_on_soft_limit(seconds):
+    """Catches the soft limit and returns what it managed (Celery's pattern)."""
+    try:
+        busy(seconds)
+    except SoftTimeLimitExceeded:
+        return "cleaned up"
+    return "finished"
+
+
+@app.task(name="proj.limited", rate_limit="5/s")
+def limited(i):
+    return i

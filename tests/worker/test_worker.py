@@ -161,18 +161,18 @@ def test_enable_disable_events_at_runtime(broker_url, tmp_path):
         time.sleep(1.5)
         assert not c.capture.of("task-received", first.id)
         out = run(["-b", broker_url, "control", "enable_events", "-d", "w1@test"], c.env)
-        assert out.returncode == 0 and "-> w1@test: OK task events enabled" in out.stdout
+        assert out.returncode == 0 and "->  w1@test: OK\n        task events enabled" in out.stdout
         second = c.proj.add.delay(2, 2)
         assert c.capture.wait("task-succeeded", second.id)
         out = run(["-b", broker_url, "control", "disable_events"], c.env)
-        assert "-> w1@test: OK task events disabled" in out.stdout
+        assert "->  w1@test: OK\n        task events disabled" in out.stdout
         third = c.proj.add.delay(3, 3)
         time.sleep(1.5)
         assert not c.capture.of("task-received", third.id)
         beats = len(c.capture.of("worker-heartbeat"))
         assert wait_for(lambda: len(c.capture.of("worker-heartbeat")) > beats, 5)
         out = run(["-b", broker_url, "control", "ping"], c.env)
-        assert "-> w1@test: OK pong" in out.stdout and "1 node replied." in out.stdout
+        assert "->  w1@test: OK\n        pong" in out.stdout and "1 node online." in out.stdout
         out = run(["-b", broker_url, "control", "ping", "-d", "nobody@nowhere",
                    "--timeout", "0.5"], c.env)
         assert out.returncode == 69 and "no reply within 0.5s from nobody@nowhere" in out.stderr
@@ -187,7 +187,7 @@ def test_disable_events_really_disables_a_worker_started_with_E(amqp_url, tmp_pa
         time.sleep(1.5)
         assert not c.capture.of("task-received", task.id)
         out = run(["-b", amqp_url, "control", "heartbeat"], c.env)
-        assert out.returncode == 0 and "-> w1@test: OK" in out.stdout
+        assert out.returncode == 0 and "->  w1@test: OK" in out.stdout
 
 
 def test_warm_shutdown_finishes_running_tasks_and_loses_nothing(broker_url, tmp_path):

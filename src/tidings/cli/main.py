@@ -10,7 +10,7 @@ import click
 
 from .._version import __version__
 from .common import LOG_LEVELS, Context, setup_logging
-from .control import control
+from .control import control, inspect
 from .demo import demo
 from .events import events
 from .exporter import exporter
@@ -39,7 +39,7 @@ def cli(ctx: click.Context, app_spec: str | None, broker: str | None, workdir: s
     ctx.obj = Context(app_spec, broker, loglevel)
 
 
-for _command in (demo, events, exporter, worker, control):
+for _command in (demo, events, exporter, worker, inspect, control):
     cli.add_command(_command)
 
 

@@ -15,6 +15,21 @@ def _queues(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) 
     return [q.strip() for v in value for q in v.split(",") if q.strip()]
 
 
+def _autoscale(value: str | None) -> tuple[int, int] | None:
+    """``MAX,MIN`` or ``MAX`` (Celery's spelling: the maximum comes first)."""
+    if not value:
+        return None
+    parts = [p.strip() for p in value.split(",")]
+    try:
+        numbers = [int(p) for p in parts]
+    except ValueError:
+        raise click.BadParameter(f"expected MAX,MIN (two integers), not {value!r}",
+                                 param_hint="'--autoscale'") from None
+    if len(numbers) not in (1, 2):
+        raise click.BadParameter("expected MAX,MIN", param_hint="'--autoscale'")
+    return numbers[0], numbers[1] if len(numbers) == 2 else 0
+
+
 @click.command("worker")
 @click.option("-E", "--task-events", "--events", "task_events", is_flag=True, default=None,
               help="Send task events (else worker_send_task_events decides).")
@@ -32,13 +47,16 @@ def _queues(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) 
               help="Send no worker-online/heartbeat/offline events.")
 @click.option("--heartbeat-interval", type=click.FloatRange(min=0.1), default=HEARTBEAT_INTERVAL,
               show_default=True, help="Seconds between worker-heartbeat events.")
+@click.option("--autoscale", callback=lambda c, p, v: _autoscale(v), metavar="MAX,MIN",
+              help="Grow the pool up to MAX and shrink it down to MIN with the load "
+                   "(threads and prefork pools).")
 @click.option("--prefetch-multiplier", type=click.IntRange(min=1), default=4,
               show_default=True, help="Messages reserved per pool slot.")
 @click.pass_obj
 def worker(obj: Context, task_events: bool | None, hostname: str | None,
            concurrency: int | None, pool: str, queues: list[str], loglevel: str | None,
            without_heartbeat: bool, heartbeat_interval: float,
-           prefetch_multiplier: int) -> None:
+           autoscale: tuple[int, int] | None, prefetch_multiplier: int) -> None:
     """Consume task messages and run them; -E also sends task events."""
     from ..worker import Worker
 
@@ -50,10 +68,13 @@ def worker(obj: Context, task_events: bool | None, hostname: str | None,
     if not app.tasks:
         click.echo("Warning: the app registers no task (-A MODULE with @app.task functions)",
                    err=True)
-    w = Worker(app, hostname=hostname, concurrency=concurrency, pool=pool, queues=queues,
-               task_events=task_events, heartbeat=not without_heartbeat,
-               heartbeat_interval=heartbeat_interval,
-               prefetch_multiplier=prefetch_multiplier)
+    try:
+        w = Worker(app, hostname=hostname, concurrency=concurrency, pool=pool, queues=queues,
+                   task_events=task_events, heartbeat=not without_heartbeat,
+                   heartbeat_interval=heartbeat_interval,
+                   prefetch_multiplier=prefetch_multiplier, autoscale=autoscale)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     set_process_title(f"tidings worker {w.hostname}")
     w.install_signal_handlers()
     try:

@@ -8,6 +8,7 @@ on a Celery worker.  Body: ``[args, kwargs, {"callbacks", "errbacks",
 
 from __future__ import annotations
 
+import math
 import os
 import reprlib
 import socket
@@ -92,6 +93,8 @@ def build_message(
     origin: str | None = None,
     queue: str = DEFAULT_QUEUE,
     ignore_result: bool = False,
+    time_limit: float | None = None,
+    soft_time_limit: float | None = None,
     now: datetime | None = None,
 ) -> TaskMessage:
     """Headers, properties and body of a protocol-2 task message."""
@@ -117,7 +120,7 @@ def build_message(
         "group": None,
         "group_index": None,
         "retries": retries,
-        "timelimit": [None, None],
+        "timelimit": [time_limit, soft_time_limit],
         "root_id": root_id or task_id,
         "parent_id": parent_id,
         "argsrepr": saferepr(tuple(args)),
@@ -154,6 +157,18 @@ class TaskRequest:
     kwargsrepr: str = ""
     origin: str | None = None
     ignore_result: bool = False
+    time_limit: float | None = None  # hard, seconds (the ``timelimit`` header)
+    soft_time_limit: float | None = None
+
+
+def _limits(value: Any) -> tuple[float | None, float | None]:
+    """The ``timelimit`` header, ``[hard, soft]``; anything else means no limits."""
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        return None, None
+    return tuple(  # type: ignore[return-value]
+        float(v) if isinstance(v, int | float) and not isinstance(v, bool)
+        and 0 < v < math.inf else None
+        for v in value)
 
 
 def parse_message(headers: dict[str, Any] | None, body: Any) -> TaskRequest:
@@ -183,6 +198,7 @@ def parse_message(headers: dict[str, Any] | None, body: Any) -> TaskRequest:
         retries = source.get("retries") or 0
         if not isinstance(retries, int):
             raise BadMessage("retries must be an integer")
+        hard, soft = _limits(source.get("timelimit"))
         return TaskRequest(
             id=task_id, name=name, args=list(args), kwargs=dict(kwargs), retries=retries,
             eta=from_iso(source.get("eta")), expires=from_iso(source.get("expires")),
@@ -190,6 +206,7 @@ def parse_message(headers: dict[str, Any] | None, body: Any) -> TaskRequest:
             argsrepr=headers.get("argsrepr") or saferepr(tuple(args)),
             kwargsrepr=headers.get("kwargsrepr") or saferepr(dict(kwargs)),
             origin=headers.get("origin"), ignore_result=bool(headers.get("ignore_result")),
+            time_limit=hard, soft_time_limit=soft,
         )
     except BadMessage:
         raise

@@ -1,4 +1,8 @@
-"""A thread that calls functions at intervals (cameras' shutter and cleanup)."""
+"""A thread that calls functions at intervals or once after a delay.
+
+Cameras use it for their shutter and cleanup, the prefork pool for hard
+time limits.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +18,9 @@ logger = logging.getLogger("tidings.timer")
 
 
 class Entry:
-    """A scheduled repeating call; :meth:`cancel` stops it."""
+    """A scheduled call (repeating unless ``interval`` is None); :meth:`cancel` stops it."""
 
-    def __init__(self, timer: Timer, interval: float, fun: Callable[[], Any]) -> None:
+    def __init__(self, timer: Timer, interval: float | None, fun: Callable[[], Any]) -> None:
         self.timer = timer
         self.interval = interval
         self.fun = fun
@@ -55,6 +59,16 @@ class Timer:
             self._cond.notify()
         return entry
 
+    def call_after(self, delay: float, fun: Callable[[], Any]) -> Entry:
+        """Call ``fun`` once, ``delay`` seconds from now (unless cancelled before)."""
+        entry = Entry(self, None, fun)
+        with self._cond:
+            heapq.heappush(self._queue, (time.monotonic() + max(delay, 0.0), next(self._seq),
+                                         entry))
+            self._start()
+            self._cond.notify()
+        return entry
+
     def _start(self) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
@@ -89,6 +103,6 @@ class Timer:
             except Exception:
                 logger.exception("Error in timer call %r", entry.fun)
             with self._cond:
-                if not entry.cancelled:
+                if not entry.cancelled and entry.interval is not None:
                     heapq.heappush(self._queue, (time.monotonic() + entry.interval,
                                                  next(self._seq), entry))

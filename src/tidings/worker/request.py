@@ -19,6 +19,33 @@ class Request:
         self.task = task
         self.acked = False
         self.started_at: float | None = None
+        self.worker_pid: int | None = None  # the process running it, once started
+
+    def info(self, hostname: str, safe: bool = False) -> dict[str, Any]:
+        """What ``inspect active|reserved|scheduled|query_task`` report (Celery's shape).
+
+        ``safe`` gives the argument reprs instead of the arguments themselves.
+        """
+        req = self.req
+        delivery = self.message.delivery_info or {}
+        properties = self.message.properties or {}
+        return {
+            "id": req.id,
+            "name": req.name,
+            "args": req.argsrepr if safe else req.args,
+            "kwargs": req.kwargsrepr if safe else req.kwargs,
+            "type": req.name,
+            "hostname": hostname,
+            "time_start": self.started_at,
+            "acknowledged": self.acked,
+            "delivery_info": {
+                "exchange": delivery.get("exchange"),
+                "routing_key": delivery.get("routing_key"),
+                "priority": properties.get("priority", delivery.get("priority")),
+                "redelivered": delivery.get("redelivered"),
+            },
+            "worker_pid": self.worker_pid,
+        }
 
     @property
     def id(self) -> str:

@@ -36,5 +36,15 @@ class Revoked:
             return False
         return True
 
+    def ids(self) -> list[str]:
+        """The ids still remembered, oldest first (expired ones are dropped here)."""
+        now = time.monotonic()
+        while self._ids:
+            task_id, added = next(iter(self._ids.items()))
+            if now - added <= self.expires:
+                break
+            del self._ids[task_id]
+        return list(self._ids)
+
     def __len__(self) -> int:
         return len(self._ids)

@@ -5,6 +5,12 @@ consuming, acknowledging, publishing events and retries, answering remote
 control.  Pools report outcomes through a queue that this thread drains
 between polls of the connection, so a kombu channel is never shared between
 threads.
+
+A received task goes through three holding places before a pool slot: the
+ETA timers (``inspect scheduled``), its rate limit's line, and the ready
+line (both ``inspect reserved``).  Messages held for an ETA or a rate limit
+raise the channel's prefetch count by one each, as Celery does for ETA
+tasks, so held tasks never stop other tasks from arriving.
 """
 
 from __future__ import annotations
@@ -17,21 +23,24 @@ import queue
 import signal
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from kombu import Connection, Consumer
+from kombu import Connection, Consumer, Queue
+from kombu.common import QoS
 
 from ..events.dispatcher import EventDispatcher
 from ..protocol.events import HEARTBEAT_INTERVAL, TASK_GROUP, WORKER_GROUP
 from ..protocol.tasks import BadMessage, build_message, parse_message
 from ..transport import Reconnector, Status, control_mailbox, redact_url, task_queue
 from ..utils.nodenames import nodename
-from .control import CONTROL_HANDLERS
+from .autoscale import Autoscaler
+from .control import CONTROL_HANDLERS, ShutdownRequested
 from .hooks import EventsMiddleware, Middleware
 from .outcome import Failed, Outcome, Rejected, Retried, Succeeded, Terminated
 from .pool import POOLS, BasePool, Job
+from .ratelimits import RateLimits
 from .request import Request
 from .revoked import Revoked
 
@@ -64,14 +73,24 @@ class Worker:
                  pool: str = "prefork", queues: list[str] | None = None,
                  task_events: bool | None = None, heartbeat: bool = True,
                  heartbeat_interval: float = HEARTBEAT_INTERVAL, prefetch_multiplier: int = 4,
-                 middleware: list[Middleware] | None = None) -> None:
+                 middleware: list[Middleware] | None = None,
+                 autoscale: tuple[int, int] | None = None) -> None:
         if pool not in POOLS:
             raise ValueError(f"unknown pool {pool!r} (choose from {', '.join(POOLS)})")
         self.app = app
         self.hostname = nodename(hostname)
-        self.concurrency = concurrency or (1 if pool == "solo" else os.cpu_count() or 1)
+        # solo runs one task at a time in this thread, whatever -c says (as Celery's)
+        self.concurrency = 1 if pool == "solo" else concurrency or os.cpu_count() or 1
+        self.autoscaler: Autoscaler | None = None
+        if autoscale is not None:
+            if not POOLS[pool].can_resize:
+                raise ValueError(f"the {pool} pool cannot autoscale")
+            self.autoscaler = Autoscaler(self, *autoscale)
+            self.concurrency = self.autoscaler.min
         self.pool_name = pool
         self.queues = list(queues or [app.conf.task_default_queue])
+        #: The kombu queues consumed (add_consumer/cancel_consumer change them).
+        self.task_queues: list[Queue] = [task_queue(q) for q in self.queues]
         self.task_events = (app.conf.worker_send_task_events if task_events is None
                             else task_events)
         self.heartbeat_enabled = heartbeat
@@ -80,6 +99,12 @@ class Worker:
         self.middleware: list[Middleware] = [EventsMiddleware(), *(middleware or [])]
         self.revoked = Revoked()
         self.processed = 0
+        self.total: Counter[str] = Counter()  # tasks started, by name (stats: total)
+        self.startup_time = time.time()
+        self.rate_limits = RateLimits(app.conf)
+        self.qos: QoS | None = None
+        self.consumer: Consumer | None = None
+        self.connection: Connection | None = None
         self.dispatcher: EventDispatcher | None = None
         self._done: queue.SimpleQueue[tuple[Job, Outcome]] = queue.SimpleQueue()
         self._requests: dict[str, Request] = {}
@@ -176,11 +201,13 @@ class Worker:
     def _run_consuming(self, conn: Any, event_conn: Any) -> None:
         self._setup_dispatcher(event_conn)
         channel = conn.channel()
-        channel.basic_qos(0, self.concurrency * self.prefetch_multiplier, False)
-        task_queues = [task_queue(q) for q in self.queues]
-        consumer = Consumer(channel, task_queues, callbacks=[self._on_message],
-                            accept=self.app.conf.accept_content,
-                            on_decode_error=self._on_decode_error)
+        self.connection = conn
+        self.qos = QoS(lambda prefetch_count: channel.basic_qos(0, prefetch_count, False),
+                       self._prefetch_for(self.pool.size) + self._held_count())
+        self.qos.update()
+        consumer = self.consumer = Consumer(
+            channel, list(self.task_queues), callbacks=[self._on_message],
+            accept=self.app.conf.accept_content, on_decode_error=self._on_decode_error)
         consumer.consume()
         control_channel = conn.channel()
         node = self._control_node(control_channel)
@@ -197,6 +224,9 @@ class Worker:
             while not self._stop.is_set():
                 idle = self._poll(conn)
                 self._tick()
+                if self.autoscaler is not None:
+                    self.autoscaler.maybe_scale()
+                self.qos.update()
                 now = time.monotonic()
                 if now >= next_beat:
                     next_beat = now + self.heartbeat_interval
@@ -225,23 +255,28 @@ class Worker:
         lets the broker send the next message).
         """
         if self.pool.active:
-            try:
-                conn.drain_events(timeout=BUSY_BROKER_POLL)
+            if self._drain(conn, BUSY_BROKER_POLL):
                 return False
-            except TimeoutError:
-                pass
             try:
                 job, outcome = self._done.get(timeout=BUSY_OUTCOME_WAIT)
             except queue.Empty:
                 return True
             self._finished(job, outcome)
             return False
-        try:
-            conn.drain_events(timeout=IDLE_POLL)
+        if self._drain(conn, IDLE_POLL):
             return False
+        conn.heartbeat_check()
+        return True
+
+    def _drain(self, conn: Any, timeout: float) -> bool:
+        """Handle what the broker sent within ``timeout``; False if nothing came."""
+        try:
+            conn.drain_events(timeout=timeout)
         except TimeoutError:
-            conn.heartbeat_check()
-            return True
+            return False
+        except ShutdownRequested:  # the shutdown command; the stop flag is set
+            pass
+        return True
 
     def _on_send_buffered(self) -> None:
         if self._first_buffered is None:
@@ -257,10 +292,7 @@ class Worker:
             self.pool.kill()
         deadline = time.monotonic() + WARM_SHUTDOWN_TIMEOUT
         while self.pool.active and not self._stop_now and time.monotonic() < deadline:
-            try:
-                conn.drain_events(timeout=IDLE_POLL)
-            except TimeoutError:
-                pass
+            self._drain(conn, IDLE_POLL)
             self._tick(start_new=False)
         self._tick(start_new=False)
         # Messages held for an ETA or a free slot were never acked: the broker
@@ -273,6 +305,7 @@ class Worker:
         self._waiting = deque(r for r in self._waiting if r.acked)
         self._timers = [t for t in self._timers if t[2].acked]
         heapq.heapify(self._timers)
+        self.rate_limits.forget(lambda r: r.acked)
         for task_id, request in list(self._requests.items()):
             if not request.acked and task_id not in self.pool.active:
                 del self._requests[task_id]
@@ -322,8 +355,32 @@ class Worker:
         self.hook("task_received", request)
         if req.eta is not None and req.eta > datetime.now(timezone.utc):
             heapq.heappush(self._timers, (req.eta.timestamp(), next(self._seq), request))
+            self._hold()
         else:
+            self._ready(request)
+
+    def _ready(self, request: Request) -> None:
+        """Into the ready line, unless its rate limit makes it wait for a token."""
+        if self.rate_limits.admit(request):
             self._waiting.append(request)
+        else:
+            self._hold()
+
+    def _hold(self) -> None:
+        if self.qos is not None:
+            self.qos.increment_eventually()
+
+    def _unhold(self) -> None:
+        if self.qos is not None:
+            self.qos.decrement_eventually()
+
+    def _held_count(self) -> int:
+        return len(self._timers) + len(self.rate_limits)
+
+    def _prefetch_for(self, size: int) -> int:
+        if self.autoscaler is not None:
+            size = max(size, self.autoscaler.max)
+        return size * self.prefetch_multiplier
 
     def _discarded(self, request: Request) -> bool:
         """Drop a revoked or expired task (checked at receipt and again before it runs)."""
@@ -348,6 +405,10 @@ class Worker:
         now = time.time()
         while self._timers and self._timers[0][0] <= now:
             _, _, request = heapq.heappop(self._timers)
+            self._unhold()
+            self._ready(request)
+        for request in self.rate_limits.due(self.pool.free - len(self._waiting)):
+            self._unhold()
             self._waiting.append(request)
         if not start_new:
             return
@@ -360,13 +421,27 @@ class Worker:
         req = request.req
         request.started_at = time.time()
         self.processed += 1
+        self.total[req.name] += 1
         if not request.acks_late:
             request.ack()
         self.hook("task_started", request)
         context = {"id": req.id, "retries": req.retries, "args": req.args,
                    "kwargs": req.kwargs, "hostname": self.hostname, "root_id": req.root_id,
                    "parent_id": req.parent_id, "eta": req.eta, "expires": req.expires}
-        self.pool.apply(Job(req.id, req.name, req.args, req.kwargs, context))
+        hard, soft = self._time_limits(request)
+        job = Job(req.id, req.name, req.args, req.kwargs, context, soft_limit=soft,
+                  hard_limit=hard)
+        self.pool.apply(job)
+        request.worker_pid = job.pid
+
+    def _time_limits(self, request: Request) -> tuple[float | None, float | None]:
+        """The message's limits, else the task's, else the settings' (Celery's order)."""
+        req, task, conf = request.req, request.task, self.app.conf
+        hard = (req.time_limit or getattr(task, "time_limit", None)
+                or conf.get("task_time_limit"))
+        soft = (req.soft_time_limit or getattr(task, "soft_time_limit", None)
+                or conf.get("task_soft_time_limit"))
+        return hard, soft
 
     def _on_done(self, job: Job, outcome: Outcome) -> None:
         self._done.put((job, outcome))
@@ -417,10 +492,57 @@ class Worker:
             req.name, req.args, req.kwargs, task_id=req.id, eta=eta,
             expires=req.expires, retries=req.retries + 1, root_id=req.root_id,
             parent_id=req.id, origin=req.origin,
-            queue=request.message.delivery_info.get("routing_key") or self.queues[0])
+            queue=(request.message.delivery_info.get("routing_key")
+                   or self.app.conf.task_default_queue))
         self.app.publisher.publish(message)
 
-    # -- control actions -------------------------------------------------------------------
+    # -- what remote control reads and changes -------------------------------------------
 
     def terminate(self, task_id: str, signum: int) -> bool:
         return self.pool.terminate(task_id, signum)
+
+    def request(self, task_id: str) -> Request | None:
+        return self._requests.get(task_id)
+
+    def active_requests(self) -> list[Request]:
+        return [r for tid, r in self._requests.items() if tid in self.pool.active]
+
+    def reserved_requests(self) -> list[Request]:
+        """Received, not running, not waiting for an ETA."""
+        return [*self._waiting, *self.rate_limits.waiting()]
+
+    def scheduled_requests(self) -> list[Request]:
+        return [entry[2] for entry in sorted(self._timers)]
+
+    def resize_pool(self, delta: int) -> None:
+        """Grow (``delta`` > 0) or shrink the pool; the prefetch window follows."""
+        if delta > 0:
+            self.pool.grow(delta)
+        elif delta < 0:
+            self.pool.shrink(-delta)
+        if self.qos is not None:
+            self.qos.value = self._prefetch_for(self.pool.size) + self._held_count()
+            self.qos.update()
+
+    def add_queue(self, queue: Queue) -> bool:
+        """Consume ``queue`` too (kept across reconnects); False if already consumed."""
+        if any(q.name == queue.name for q in self.task_queues):
+            return False
+        self.task_queues.append(queue)
+        self.queues.append(queue.name)
+        if self.consumer is not None:
+            self.consumer.add_queue(queue)
+            self.consumer.consume()
+        logger.info("Started consuming from %s", queue.name)
+        return True
+
+    def cancel_queue(self, name: str) -> bool:
+        """Stop consuming ``name``; False if it was not consumed."""
+        if not any(q.name == name for q in self.task_queues):
+            return False
+        self.task_queues = [q for q in self.task_queues if q.name != name]
+        self.queues = [q for q in self.queues if q != name]
+        if self.consumer is not None:
+            self.consumer.cancel_by_queue(name)
+        logger.info("Stopped consuming from %s", name)
+        return True
