@@ -165,7 +165,11 @@ def test_exporter_counts_what_tidings_and_celery_workers_did(broker_url, tmp_pat
                             and scrape.value("celery_active_worker_count",
                                              queue_name=celery_queue) == 1
                             and scrape.value("celery_active_process_count",
-                                             queue_name=celery_queue) == 2, 20), \
+                                             queue_name=celery_queue) == 2
+                            # the Tidings worker answers active_queues and stats too
+                            and scrape.value("celery_active_worker_count", queue_name=q) == 1
+                            and scrape.value("celery_active_process_count",
+                                             queue_name=q) == 1, 20), \
                 [line for line in scrape.get("/metrics")[1].splitlines() if "active_" in line]
             if broker_url.startswith("amqp"):
                 assert scrape.value("celery_active_consumer_count",

@@ -14,7 +14,8 @@ from tests.conftest import ROOT, cleanup_broker, make_app, unique
 from tidings import App
 from tidings.events import EventReceiver
 
-__all__ = ["NO_REPLY", "Capture", "WorkerProcess", "cluster", "inspect", "wait_for"]
+__all__ = ["NO_REPLY", "Capture", "WorkerProcess", "cluster", "delete_queue", "inspect",
+           "wait_for"]
 
 
 class Capture:
@@ -147,6 +148,17 @@ def inspect(c: cluster, command: str, name: str = "w1@test", timeout: float = 5.
     replies = c.app.control.broadcast(command, arguments=arguments, destination=[name],
                                       reply=True, timeout=timeout)
     return (replies or [{}])[0].get(name, NO_REPLY)
+
+
+def delete_queue(url: str, name: str) -> None:
+    """Remove a queue a test made the worker declare (RabbitMQ) or fill (Redis)."""
+    from kombu import Connection, Queue
+
+    with Connection(url) as conn:
+        try:
+            Queue(name, channel=conn.default_channel).delete()
+        except Exception:
+            pass
 
 
 #: What :func:`inspect` returns when the worker did not answer in time.

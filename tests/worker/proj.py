@@ -76,3 +76,15 @@ def cleanup_on_soft_limit(seconds):
 @app.task(name="proj.limited", rate_limit="5/s")
 def limited(i):
     return i
+
+
+@app.task(name="proj.catches_celerys_class", soft_time_limit=0.5)
+def catches_celerys_class(seconds):
+    """Written for Celery: catches celery.exceptions.SoftTimeLimitExceeded."""
+    from celery.exceptions import SoftTimeLimitExceeded as CelerysSoftTimeLimitExceeded
+
+    try:
+        busy(seconds)
+    except CelerysSoftTimeLimitExceeded:
+        return "caught Celery's class"
+    return "finished"

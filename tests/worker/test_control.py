@@ -10,7 +10,7 @@ import time
 import pytest
 
 from tests.cli.helpers import run
-from tests.worker.helpers import NO_REPLY, cluster, inspect, wait_for
+from tests.worker.helpers import NO_REPLY, cluster, delete_queue, inspect, wait_for
 from tidings.protocol.control import COMMANDS
 
 pytestmark = pytest.mark.broker
@@ -99,9 +99,9 @@ def test_every_inspect_command_on_each_pool(pool, amqp_url, tmp_path):
         assert inspect(c, "dump_tasks") == registered  # Celery's alias
 
 
-def test_every_command_of_the_table_is_answered(amqp_url, tmp_path):
+def test_every_command_of_the_table_is_answered(broker_url, tmp_path):
     """No command of the protocol table gets kombu's "unknown command" reply."""
-    with cluster(amqp_url, tmp_path) as c:
+    with cluster(broker_url, tmp_path) as c:
         c.worker("-P", "threads", "-c", "2")
         for name in COMMANDS:
             if name in ("shutdown", "hello"):
@@ -156,6 +156,9 @@ def test_soft_time_limits_raise_inside_the_task(pool, amqp_url, tmp_path):
         assert 0.4 < succeeded["runtime"] < 3
         failed = c.capture.wait("task-failed", uncaught.id)[0]
         assert failed["exception"] == "SoftTimeLimitExceeded()"
+        celerys = c.proj.catches_celerys_class.delay(5)
+        assert c.capture.wait("task-succeeded", celerys.id)[0]["result"] == \
+            '"caught Celery\'s class"'
         # the control command sets both limits for a task name
         assert inspect(c, "time_limit", task_name="proj.busy", soft=0.3, hard=None) == {
             "ok": "time limits set successfully"}
@@ -287,17 +290,7 @@ def test_add_and_cancel_consumer(broker_url, tmp_path):
             assert inspect(c, "cancel_consumer", queue=extra) == {
                 "ok": f"was not consuming from {extra}"}
         finally:
-            _delete_queue(broker_url, extra)
-
-
-def _delete_queue(url: str, name: str) -> None:
-    from kombu import Connection, Queue
-
-    with Connection(url) as conn:
-        try:
-            Queue(name, channel=conn.default_channel).delete()
-        except Exception:
-            pass
+            delete_queue(broker_url, extra)
 
 
 def test_shutdown_command_finishes_the_running_task(amqp_url, tmp_path):

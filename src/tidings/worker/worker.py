@@ -103,6 +103,7 @@ class Worker:
         self.startup_time = time.time()
         self.rate_limits = RateLimits(app.conf)
         self.qos: QoS | None = None
+        self._hard_limit_warned: set[str] = set()  # bounded by the registered task names
         self.consumer: Consumer | None = None
         self.connection: Connection | None = None
         self.dispatcher: EventDispatcher | None = None
@@ -429,6 +430,11 @@ class Worker:
                    "kwargs": req.kwargs, "hostname": self.hostname, "root_id": req.root_id,
                    "parent_id": req.parent_id, "eta": req.eta, "expires": req.expires}
         hard, soft = self._time_limits(request)
+        if hard and not self.pool.can_terminate and req.name not in self._hard_limit_warned:
+            self._hard_limit_warned.add(req.name)
+            logger.warning("Task %s has a hard time limit (%ss): the %s pool cannot stop a "
+                           "running task, only its soft limit applies", req.name, hard,
+                           self.pool.name)
         job = Job(req.id, req.name, req.args, req.kwargs, context, soft_limit=soft,
                   hard_limit=hard)
         self.pool.apply(job)
