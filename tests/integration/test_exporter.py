@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.cli.helpers import Running, wait_for
 from tests.conftest import ROOT, unique
 from tests.interop.test_worker_interop import celery_cmd, interop_env
-from tests.worker.helpers import cluster
+from tests.worker.helpers import cluster, delete_queue
 
 pytestmark = [pytest.mark.broker, pytest.mark.interop]
 
@@ -64,14 +64,6 @@ def waiting_messages(url: str, queue: str, count: int, priority: int | None = No
         for i in range(count):
             producer.publish({"n": i}, exchange=q.exchange, routing_key=queue, declare=[q],
                              priority=priority)
-
-
-def delete_queue(url: str, queue: str) -> None:
-    with Connection(url) as conn:
-        try:
-            Queue(queue, channel=conn.default_channel).delete()
-        except Exception:
-            pass
 
 
 def test_exporter_counts_what_tidings_and_celery_workers_did(broker_url, tmp_path):

@@ -64,12 +64,16 @@ def busy(seconds):
 
 
 @app.task(name="proj.cleanup_on_soft_limit", soft_time_limit=0.5)
-def cleanup_on_soft_limit(seconds):
-    """Catches the soft limit and returns what it managed (Celery's pattern)."""
+def cleanup_on_soft_limit(seconds, celerys_class=False):
+    """Catches the soft limit and says so (Celery's pattern); ``celerys_class``: catches
+    ``celery.exceptions.SoftTimeLimitExceeded``, as a task written for Celery does."""
+    caught = SoftTimeLimitExceeded
+    if celerys_class:
+        from celery.exceptions import SoftTimeLimitExceeded as caught
     try:
         busy(seconds)
-    except SoftTimeLimitExceeded:
-        return "cleaned up"
+    except caught:
+        return "caught Celery's class" if celerys_class else "cleaned up"
     return "finished"
 
 
@@ -77,14 +81,3 @@ def cleanup_on_soft_limit(seconds):
 def limited(i):
     return i
 
-
-@app.task(name="proj.catches_celerys_class", soft_time_limit=0.5)
-def catches_celerys_class(seconds):
-    """Written for Celery: catches celery.exceptions.SoftTimeLimitExceeded."""
-    from celery.exceptions import SoftTimeLimitExceeded as CelerysSoftTimeLimitExceeded
-
-    try:
-        busy(seconds)
-    except CelerysSoftTimeLimitExceeded:
-        return "caught Celery's class"
-    return "finished"

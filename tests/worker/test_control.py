@@ -156,7 +156,7 @@ def test_soft_time_limits_raise_inside_the_task(pool, amqp_url, tmp_path):
         assert 0.4 < succeeded["runtime"] < 3
         failed = c.capture.wait("task-failed", uncaught.id)[0]
         assert failed["exception"] == "SoftTimeLimitExceeded()"
-        celerys = c.proj.catches_celerys_class.delay(5)
+        celerys = c.proj.cleanup_on_soft_limit.delay(5, celerys_class=True)
         assert c.capture.wait("task-succeeded", celerys.id)[0]["result"] == \
             '"caught Celery\'s class"'
         # the control command sets both limits for a task name
