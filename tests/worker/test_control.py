@@ -115,7 +115,7 @@ def test_every_command_of_the_table_is_answered(broker_url, tmp_path):
 
 def test_bad_commands_and_arguments_get_error_replies(amqp_url, tmp_path):
     with cluster(amqp_url, tmp_path) as c:
-        c.worker("-P", "threads", "-c", "2")
+        c.worker("-E", "-P", "threads", "-c", "2")
         cases = [
             ("no_such_command", {}, "KeyError('no_such_command')"),
             ("rate_limit", {"task_name": "proj.add", "rate_limit": "fast"},
