@@ -416,10 +416,21 @@ class PreforkPool(BasePool):
                 self._finish(child, outcome)
 
     def _replace(self, child: _Child) -> None:
-        """A child's pipe closed: it exited (retired, killed or crashed)."""
+        """A child's pipe closed: it exited (retired, killed or crashed).
+
+        The new child takes the old one's place before its job is reported,
+        so the worker, starting the next job at once, never picks the dead one.
+        """
         child.process.join(CHILD_JOIN_TIMEOUT)
         code = child.process.exitcode
         signum = child.killed_with or (-code if code and code < 0 else None)
+        with self._lock:
+            index = self._children.index(child)
+            if self._stopping or child.retire:
+                self._children.pop(index)
+            else:
+                self._children[index] = _Child(self)
+            child.renew = False  # replaced already
         if child.job is not None:
             if child.timed_out is not None:
                 outcome: Outcome = Failed(repr(TimeLimitExceeded(child.timed_out)), None)
@@ -427,13 +438,8 @@ class PreforkPool(BasePool):
                 outcome = Terminated(signum)
             else:
                 outcome = Failed(f"WorkerLostError('child exited with {code}')", None)
+            child.retire = True  # nothing more is sent to it
             self._finish(child, outcome)
-        with self._lock:
-            index = self._children.index(child)
-            if not self._stopping and not child.retire:
-                self._children[index] = _Child(self)
-            else:
-                self._children.pop(index)
         try:
             child.conn.close()
         except OSError:
