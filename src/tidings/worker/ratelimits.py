@@ -103,6 +103,13 @@ class RateLimits:
                 budget -= 1
                 yield line.waiting.popleft()
 
+    def next_due(self) -> float | None:
+        """Seconds until a waiting request's token comes (None if nothing waits)."""
+        waits = [line.bucket.expected_time(1) for line in self._lines.values() if line.waiting]
+        if self._released:
+            waits.append(0.0)
+        return min(waits) if waits else None
+
     def __len__(self) -> int:
         return sum(len(line.waiting) for line in self._lines.values()) + len(self._released)
 

@@ -264,7 +264,8 @@ class Worker:
                 return True
             self._finished(job, outcome)
             return False
-        if self._drain(conn, IDLE_POLL):
+        due = self.rate_limits.next_due() if self.rate_limits else None
+        if self._drain(conn, IDLE_POLL if due is None else min(IDLE_POLL, max(due, 0.001))):
             return False
         conn.heartbeat_check()
         return True
