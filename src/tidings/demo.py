@@ -4,6 +4,10 @@ Two workers (separate processes, task events on) and a client sending a
 realistic mix: successes, failures with tracebacks, a retry, a rejection, an
 ETA task revoked before it runs, a running task terminated, and parent/child
 tasks.  The workers' configuration comes from the environment the demo sets.
+
+The workers never outlive the demo: SIGINT, SIGTERM and SIGHUP (a closed
+terminal) stop them in order, and if the demo is killed outright the kernel
+stops them (:mod:`tidings.utils.parent`); their pool children die with them.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from .events.dumper import Dumper
 from .events.source import BrokerSource
 from .events.state import State
 from .task import Reject
+from .utils.parent import PARENT_PID_ENV
 
 DEMO_QUEUE = "tidings.demo"
 
@@ -87,6 +92,7 @@ def run_demo(duration: float | None, out: IO[str], log: IO[str] | None = None,
 
     env = dict(os.environ)
     env["TIDINGS_TASK_DEFAULT_QUEUE"] = DEMO_QUEUE
+    env[PARENT_PID_ENV] = str(os.getpid())  # the workers stop when the demo dies
     if app.conf.broker_url:
         env["TIDINGS_BROKER_URL"] = app.conf.broker_url
     source = BrokerSource(app, wakeup=False)
@@ -100,7 +106,9 @@ def run_demo(duration: float | None, out: IO[str], log: IO[str] | None = None,
     def on_signal(signum: int, frame: Any) -> None:
         stop.set()
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    # SIGHUP: the terminal was closed.  SIGKILL cannot be caught: PARENT_PID_ENV.
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM,
+                                                      signal.SIGHUP)}
     started = time.monotonic()
     try:
         time.sleep(0.5)

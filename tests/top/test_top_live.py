@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
+import threading
 import time
 
 import pytest
@@ -60,6 +61,63 @@ def test_live_worker_states_and_revoke(amqp_url, tmp_path):
                     assert "REVOKED" in tui.query_one(TaskTable).render().plain
             asyncio.run(go())
         finally:
+            ingest.close()
+
+
+def test_the_table_follows_new_tasks_at_the_top_and_keeps_its_place_below(amqp_url,
+                                                                            tmp_path):
+    with cluster(amqp_url, tmp_path) as c:
+        c.worker("-E", "-P", "threads", "-c", "4", name="top@test")
+        state = State()
+        ingest = Ingest(c.app, state).start()
+        sending = threading.Event()
+
+        def client() -> None:  # a live stream: a task every 50 ms
+            i = 0
+            while not sending.is_set():
+                c.proj.add.delay(i, i)
+                i += 1
+                sending.wait(0.05)
+
+        sender = threading.Thread(target=client, daemon=True)
+        sender.start()
+        try:
+            assert wait_for(lambda: len(state.tasks) >= 5, 20)
+
+            async def go():
+                tui = TopApp(state, app=c.app, source=ingest.source, label="live",
+                             refresh=0.2)
+                async with tui.run_test(size=(120, 40)) as pilot:
+                    table = tui.query_one(TaskTable)
+                    status = tui.query_one("#status-text")
+                    await pilot.pause(0.5)
+                    first = table.rows[0].uuid
+                    await pilot.pause(1.0)
+                    # at the top: the first row is a newer task, and it is selected
+                    assert table.rows[0].uuid != first and table.cursor == 0
+                    assert table.selected.uuid == table.rows[0].uuid
+                    assert abs(len(state.tasks) - len(table.rows)) < 40
+                    await pilot.press("down", "down", "down")
+                    chosen, line = table.selected.uuid, table.cursor - table.top
+                    await pilot.pause(1.0)
+                    # moved down: same task, same screen line, new tasks counted above
+                    assert table.selected.uuid == chosen
+                    assert table.cursor - table.top == line
+                    assert table.new_above >= 5
+                    assert f"↑ {table.new_above:,} new above (Home)" in \
+                        str(status.render())
+                    await pilot.press("home")
+                    await pilot.pause(1.0)
+                    assert table.new_above == 0 and table.cursor == 0
+                    assert "new above" not in str(status.render())
+                    latest = table.rows[0].uuid
+                    await pilot.pause(0.8)
+                    assert table.rows[0].uuid != latest  # following again
+
+            asyncio.run(go())
+        finally:
+            sending.set()
+            sender.join(5)
             ingest.close()
 
 

@@ -8,6 +8,7 @@ import click
 from kombu.exceptions import OperationalError
 
 from ..protocol.events import HEARTBEAT_INTERVAL
+from ..utils.parent import honour_parent_env
 from .common import Context, broker_unreachable, set_process_title, setup_logging
 
 
@@ -77,6 +78,7 @@ def worker(obj: Context, task_events: bool | None, hostname: str | None,
         raise click.UsageError(str(exc)) from None
     set_process_title(f"tidings worker {w.hostname}")
     w.install_signal_handlers()
+    honour_parent_env()  # started by the demo: stop when it dies, however it dies
     try:
         w.run()
     except OperationalError as exc:

@@ -59,8 +59,21 @@ The mouse wheel scrolls, a click selects, a double click opens details.
 """
 
 
+#: Rows searched for the selected task and the first task the user saw when a
+#: new view arrives (the selection is kept; beyond this many new tasks, the
+#: cursor keeps its index instead).
+FOLLOW_SCAN = 20_000
+
+
 class TaskTable(Widget, can_focus=True):
-    """The task list: renders only the visible window of the (sorted) view."""
+    """The task list: renders only the visible window of the (sorted) view.
+
+    On the first row it *follows*: new tasks appear at the top and the
+    selection stays on the newest (as ``top`` and ``less +F`` do).  Moved
+    down, it keeps its place: the selected task stays on the same screen
+    line while new tasks arrive above, and :attr:`new_above` counts them
+    (shown in the status bar) until the user goes back up (Home).
+    """
 
     DEFAULT_CSS = "TaskTable { height: 1fr; }"
 
@@ -70,6 +83,9 @@ class TaskTable(Widget, can_focus=True):
         self.cursor = 0
         self.top = 0
         self.selected_uuid: str | None = None
+        self.follow = True
+        self.new_above = 0  # tasks that arrived above since the user left the top
+        self._first_seen: str | None = None  # the newest task when the user left the top
         self._lines: list[tuple] = []
 
     @property
@@ -77,14 +93,26 @@ class TaskTable(Widget, can_focus=True):
         return max(1, self.size.height - 1)
 
     def set_rows(self, rows: list[Task], state: State) -> None:
+        line = self.cursor - self.top  # where the selection is on the screen
         self.rows = rows
-        if self.selected_uuid is not None:
-            for i, task in enumerate(rows[: self.top + 4 * self.page + 200]):
+        if self.follow:
+            self.cursor = self.top = 0
+        else:
+            wanted = {self.selected_uuid, self._first_seen}
+            for i, task in enumerate(rows[:FOLLOW_SCAN]):
+                if task.uuid not in wanted:
+                    continue
+                if task.uuid == self._first_seen:
+                    self.new_above = i
                 if task.uuid == self.selected_uuid:
                     self.cursor = i
-                    break
+                    self.top = max(0, i - line)
         self._clamp()
         self._snapshot(state)
+
+    def follow_newest(self) -> None:
+        """Back to the first row, following new tasks."""
+        self.move(to=0)
 
     def _snapshot(self, state: State) -> None:
         visible = self.rows[self.top:self.top + self.page]
@@ -106,6 +134,13 @@ class TaskTable(Widget, can_focus=True):
         if to is not None and to < 0:
             self.cursor = len(self.rows) - 1
         self._clamp()
+        following = self.cursor == 0
+        if self.follow and not following:  # leaving the top: count what comes above
+            self._first_seen = self.rows[0].uuid if self.rows else None
+        if following:
+            self._first_seen = None
+            self.new_above = 0
+        self.follow = following
         app = self.app
         if isinstance(app, TopApp):
             self._snapshot(app.state)
@@ -331,16 +366,17 @@ class TopApp(TextualApp):
         if not tables:
             return
         self.view = view
-        tables.first().set_rows(view.tasks, self.state)
+        table = tables.first()
+        table.set_rows(view.tasks, self.state)
         workers = base.query_one(WorkersPanel)
         if workers.display:
             workers.show(view)
-        base.query_one("#status-text", Static).update(self._status_text(view))
+        base.query_one("#status-text", Static).update(self._status_text(view, table.new_above))
         base.query_one("#title", Static).update(self._title_text())
         rates = self.builder.rate.per_second() or [0.0]
         base.query_one("#rate", Sparkline).data = rates
 
-    def _status_text(self, view: View) -> Text:
+    def _status_text(self, view: View, new_above: int = 0) -> Text:
         rates = self.builder.rate.per_second()
         text = Text(no_wrap=True, overflow="ellipsis")
         text.append(f"{rates[-1] if rates else 0:,.0f} events/s  ", style="bold")
@@ -352,6 +388,8 @@ class TopApp(TextualApp):
         shown = len(view.tasks)
         if self.builder.filter:
             text.append(f"(filter: {shown:,} shown)  ", style="italic")
+        if new_above:
+            text.append(f"↑ {new_above:,} new above (Home)  ", style="bold reverse")
         text.append("\n")
         errors = dict(self.source.errors) if self.source is not None else {}
         skipped = sum(errors.values())
@@ -444,7 +482,7 @@ class TopApp(TextualApp):
         if not event.value:
             event.input.remove_class("active")
         self.table.focus()
-        self.table.cursor = 0
+        self.table.follow_newest()
         self.rebuild()
 
     def action_clear_filter(self) -> None:

@@ -36,6 +36,7 @@ from typing import Any
 from ..exceptions import TimeLimitExceeded
 from ..protocol.tasks import saferepr
 from ..task import Reject, Retry
+from ..utils.parent import die_with_parent
 from ..utils.timer import Timer
 from .outcome import Failed, Outcome, Rejected, Retried, Succeeded, Terminated
 from .timelimits import ThreadInterrupts, run_with_alarm
@@ -236,9 +237,10 @@ class ThreadsPool(BasePool):
         return {**super().info(), "threads": len(self._threads)}
 
 
-def _child_main(app: Any, conn: Connection) -> None:
+def _child_main(app: Any, conn: Connection, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    die_with_parent(signal.SIGKILL, parent)  # a worker killed -9 leaves no child running
     while True:
         try:
             job = conn.recv()
@@ -259,7 +261,8 @@ class _Child:
     def __init__(self, pool: PreforkPool) -> None:
         ctx = multiprocessing.get_context("fork")
         self.conn, child_conn = ctx.Pipe()
-        self.process = ctx.Process(target=_child_main, args=(pool.app, child_conn),
+        self.process = ctx.Process(target=_child_main,
+                                   args=(pool.app, child_conn, os.getpid()),
                                    daemon=True, name="tidings-child")
         self.process.start()
         child_conn.close()
