@@ -97,7 +97,7 @@ class EventPipeline:
         """Decode JSON text: ``(True, object)``, or ``(False, None)`` counted as ``not-json``."""
         try:
             return True, json.loads(text)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
             self.skip("not-json", f"{where}: {exc}")
             return False, None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -142,7 +143,10 @@ class Worker:
             return
         if not local_received or not timestamp:
             return
-        drift = abs(int(local_received) - int(timestamp))
+        # Celery's int() arithmetic, which raises on NaN and infinities: those
+        # (attacker-controlled) timestamps count as infinite drift instead.
+        drift = (abs(int(local_received) - int(timestamp)) if math.isfinite(timestamp)
+                 else math.inf)
         if drift > HEARTBEAT_DRIFT_MAX:
             memory = self.drift_warnings
             if memory is None:
