@@ -107,7 +107,10 @@ class Worker:
         self.consumer: Consumer | None = None
         self.connection: Connection | None = None
         self.dispatcher: EventDispatcher | None = None
-        self._done: queue.SimpleQueue[tuple[Job, Outcome]] = queue.SimpleQueue()
+        # queue.Queue, not SimpleQueue: on CPython 3.11 a signal arriving during
+        # SimpleQueue.get(timeout=...) can leave it blocked for good, and the main
+        # thread waits here while tasks run (a SIGTERM then never stops the worker).
+        self._done: queue.Queue[tuple[Job, Outcome]] = queue.Queue()
         self._requests: dict[str, Request] = {}
         self._waiting: deque[Request] = deque()  # ready to run, waiting for a pool slot
         self._timers: list[tuple[float, int, Request]] = []
