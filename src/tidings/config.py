@@ -64,6 +64,17 @@ def _to_opt_rate(value: Any) -> str | None:
     return str(value)
 
 
+def _to_opt_int(value: Any) -> int | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+        return None
+    if isinstance(value, bool):
+        raise ValueError("expected an integer")
+    result = int(value)
+    if result < 0:
+        raise ValueError("must not be negative")
+    return result
+
+
 def _to_str(value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError("expected a non-empty string")
@@ -118,6 +129,11 @@ SETTINGS: dict[str, Setting] = {
         Setting("broker_transport_options", {}, _to_dict, "Extra kombu transport options."),
         Setting("broker_connection_timeout", 4.0, _to_opt_float,
                 "Seconds to wait for the broker when connecting."),
+        Setting("broker_connection_retry_on_startup", True, _to_bool,
+                "Workers, dumps and cameras wait for a broker that is not up yet "
+                "(off: they stop with status 69 after about 2 s)."),
+        Setting("broker_connection_max_retries", 100, _to_opt_int,
+                "Attempts at the first connection (0 or None: forever)."),
         Setting("event_exchange", "celeryev", _to_str, "Name of the event exchange."),
         Setting("event_queue_prefix", "celeryev", _to_str, "Prefix of receiver queue names."),
         Setting("event_queue_ttl", 5.0, _to_opt_float,

@@ -436,7 +436,9 @@ def test_events_from_a_real_celery_worker(broker_url, tmp_path):
 ])
 def test_user_errors_are_one_line(args, message, code, tmp_path):
     app, _ = make_app(AMQP_URL)
-    env = cli_env(app, TIDINGS_BROKER_DATA_DIR=str(tmp_path / "broker"))
+    # without waiting for a broker that is not up (the default waits: tests/faults)
+    env = cli_env(app, TIDINGS_BROKER_DATA_DIR=str(tmp_path / "broker"),
+                  TIDINGS_BROKER_CONNECTION_RETRY_ON_STARTUP="0")
     result = run(args, env, cwd=ROOT)
     assert result.returncode == code, result.stderr
     assert message in result.stderr

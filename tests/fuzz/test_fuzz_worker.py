@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from kombu import Connection, Producer
 
@@ -43,8 +43,10 @@ def test_the_parser_gives_a_request_or_bad_message(headers, body):
 
 
 @pytest.mark.broker
-@settings(max_examples=3, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                 HealthCheck.data_too_large])
+@settings(max_examples=3, phases=[Phase.generate],  # each example starts a worker:
+          # no shrinking (a failure prints the messages it sent)
+          suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                 HealthCheck.data_too_large])
 @given(messages=st.lists(st.tuples(headers, bodies, st.sampled_from(
     ["application/json", "application/x-python-serialize", "text/plain"])),
     min_size=15, max_size=15))

@@ -14,13 +14,23 @@ import traceback
 from typing import Any
 
 import click
+from kombu.exceptions import OperationalError
 
 from ..app import App, AppLoadError, load_app
 from ..config import ImproperlyConfigured
-from ..transport import redact_url
+from ..transport import FIRST_CONNECT_RETRIES, first_connect_retries, redact_url
 
-__all__ = ["EX_UNAVAILABLE", "LOG_LEVELS", "CommandError", "Context", "broker_unreachable",
-           "set_process_title", "setup_logging", "stop_on_signals"]
+__all__ = [
+    "EX_UNAVAILABLE",
+    "LOG_LEVELS",
+    "CommandError",
+    "Context",
+    "broker_unreachable",
+    "set_process_title",
+    "setup_logging",
+    "stop_on_signals",
+    "wait_for_broker",
+]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "FATAL")
 
@@ -56,6 +66,28 @@ def broker_unreachable(app: App, exc: Exception) -> CommandError:
     """The one-line error (exit status 69) for a broker that cannot be reached."""
     return CommandError(f"cannot connect to the broker at {redact_url(app.conf.broker_url)}: "
                         f"{exc}", exit_code=EX_UNAVAILABLE)
+
+
+def wait_for_broker(app: App) -> None:
+    """Connect once, as the settings say (``broker_connection_retry_on_startup``).
+
+    Each failed attempt is said on stderr; when the attempts run out, the
+    one-line error of :func:`broker_unreachable`.  For commands that must
+    know before they detach (the camera's daemon mode).
+    """
+    retries = first_connect_retries(app.conf)
+
+    def say(exc: Exception, interval: float) -> None:
+        click.echo(f"-> cannot connect to {redact_url(app.conf.broker_url)}: {exc}; "
+                   f"retrying in {interval:.1f}s", err=True)
+
+    try:
+        with app.connection_for_read() as conn:
+            conn.ensure_connection(say if retries != FIRST_CONNECT_RETRIES else None,
+                                   max_retries=retries, interval_start=0.5,
+                                   interval_step=0.5, interval_max=2.0)
+    except OperationalError as exc:
+        raise broker_unreachable(app, exc) from exc
 
 
 class Context:

@@ -33,6 +33,7 @@ from .common import (
     set_process_title,
     setup_logging,
     stop_on_signals,
+    wait_for_broker,
 )
 
 logger = logging.getLogger("tidings.cli.events")
@@ -221,11 +222,7 @@ def run_camera(obj: Context, camera: str, frequency: float, maxrate: str | None,
             raise click.BadParameter(str(exc), param_hint="'--retention'") from None
     if not replay:
         # Say so now, in the terminal, rather than in a daemon's log.
-        try:
-            with app.connection_for_read() as conn:
-                conn.ensure_connection(max_retries=3, interval_start=0.5, interval_step=0.5)
-        except OperationalError as exc:
-            raise broker_unreachable(obj.app, exc) from exc
+        wait_for_broker(app)
     # Import now what the camera loads lazily: after --uid the code's folder
     # may no longer be readable.
     app.control  # noqa: B018 - builds the remote-control client used for wake-ups

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from kombu import Connection
 
-from ..transport import FIRST_CONNECT_RETRIES, Link, Reconnector, Status, redact_url
+from ..transport import Link, Reconnector, Status, first_connect_retries, redact_url
 from .ingest import EventPipeline
 from .log import replay_into
 from .receiver import EventReceiver
@@ -34,7 +34,7 @@ from .receiver import EventReceiver
 if TYPE_CHECKING:
     from ..app import App
 
-__all__ = ["BrokerSource", "EventSource", "ReplaySource", "open_source"]
+__all__ = ["FROM_SETTINGS", "BrokerSource", "EventSource", "ReplaySource", "open_source"]
 
 logger = logging.getLogger("tidings.events.source")
 
@@ -100,23 +100,30 @@ class EventSource:
             on_status(status)
 
 
+#: ``connect_retries`` default: what the app's settings say (see BrokerSource).
+FROM_SETTINGS = object()
+
+
 class BrokerSource(EventSource):
     """Events from the app's broker, through a receiver queue, reconnecting forever.
 
     The first connection is tried ``connect_retries`` times, then kombu's
     ``OperationalError`` propagates (so a command can say the broker is
-    unreachable); ``None`` tries forever (a monitor that waits for its broker).
+    unreachable); ``None`` tries forever (a monitor that waits for its broker);
+    :data:`FROM_SETTINGS` (the default) asks the app's settings
+    (``broker_connection_retry_on_startup``, ``broker_connection_max_retries``).
     """
 
     live = True
 
     def __init__(self, app: App, event_filter: Callable[[dict], bool] | None = None, *,
                  wakeup: bool = True,
-                 connect_retries: int | None = FIRST_CONNECT_RETRIES) -> None:
+                 connect_retries: int | object | None = FROM_SETTINGS) -> None:
         super().__init__(app.clock, event_filter)
         self.app = app
         self.wakeup = wakeup
-        self.connect_retries = connect_retries
+        self.connect_retries = (first_connect_retries(app.conf)
+                                if connect_retries is FROM_SETTINGS else connect_retries)
         self.label = redact_url(app.conf.broker_url)
         self.reconnector: Reconnector | None = None
 
@@ -187,7 +194,7 @@ class ReplaySource(EventSource):
 
 def open_source(app: App, replay: str | Path | None = None,
                 event_filter: Callable[[dict], bool] | None = None, *,
-                connect_retries: int | None = FIRST_CONNECT_RETRIES,
+                connect_retries: int | object | None = FROM_SETTINGS,
                 wakeup: bool = True) -> EventSource:
     """The source a command asked for: ``replay`` names a file, else the app's broker."""
     if replay:

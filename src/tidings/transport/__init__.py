@@ -19,7 +19,14 @@ from .connection import (
     redact_url,
 )
 from .embedded import EmbeddedChannel, EmbeddedTransport
-from .reconnect import FIRST_CONNECT_RETRIES, Backoff, Link, Reconnector, Status
+from .reconnect import (
+    FIRST_CONNECT_RETRIES,
+    Backoff,
+    Link,
+    Reconnector,
+    Status,
+    first_connect_retries,
+)
 from .topology import FANOUT_DRIVERS, control_mailbox, event_queue, get_exchange, task_queue
 
 __all__ = [
@@ -38,6 +45,7 @@ __all__ = [
     "default_data_dir",
     "embedded_folder",
     "event_queue",
+    "first_connect_retries",
     "get_exchange",
     "is_embedded",
     "redact_url",

@@ -1,11 +1,12 @@
 """One reconnect loop for everything that lives on a broker connection.
 
 The worker, the event receiver behind every ``tidings events`` mode and the
-monitors all do the same: connect (trying the first connection a few times,
-so that a command can say at once that the broker is unreachable), work
-until the connection is lost, wait, reconnect with a doubling delay, and say
-what is happening as a :class:`Status` (a small typed value, not free text
-that a screen has to parse).
+monitors all do the same: connect (waiting for a broker that is not up yet,
+as Celery's ``broker_connection_retry_on_startup`` says, or trying a few
+times so that a command can say at once that the broker is unreachable),
+work until the connection is lost, wait, reconnect with a doubling delay,
+and say what is happening as a :class:`Status` (a small typed value, not
+free text that a screen has to parse).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ __all__ = [
     "Link",
     "Reconnector",
     "Status",
+    "first_connect_retries",
 ]
 
 logger = logging.getLogger("tidings.transport")
@@ -45,6 +47,18 @@ CONNECT_INTERVAL_MAX = 2.0
 #: Seconds to wait after a connection was lost: doubling from min to max.
 RECONNECT_DELAY_MIN = 1.0
 RECONNECT_DELAY_MAX = 16.0
+
+
+def first_connect_retries(conf: Any) -> int | None:
+    """Attempts at the first connection the settings ask for (``None``: forever).
+
+    Celery's settings: with ``broker_connection_retry_on_startup`` (the
+    default) up to ``broker_connection_max_retries`` (0 or None: forever);
+    without, :data:`FIRST_CONNECT_RETRIES` quiet attempts and a clear error.
+    """
+    if not conf.get("broker_connection_retry_on_startup", True):
+        return FIRST_CONNECT_RETRIES
+    return conf.get("broker_connection_max_retries") or None
 
 
 class _StopRequested(Exception):
@@ -170,7 +184,9 @@ class Reconnector:
             self.report(Link.RETRYING, f"Cannot connect to {self.label}: {exc}; "
                         f"retrying in {interval:.1f}s", str(exc), interval)
 
-        quiet_first = not self.connected_once and self.first_retries is not None
+        # A few quick tries end in one clear error; a longer wait says what it waits for.
+        quiet_first = (not self.connected_once and self.first_retries is not None
+                       and self.first_retries <= FIRST_CONNECT_RETRIES)
         conn.ensure_connection(
             None if quiet_first else errback,
             max_retries=self.first_retries if not self.connected_once else None,

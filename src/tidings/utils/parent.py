@@ -20,7 +20,7 @@ from collections.abc import Mapping
 __all__ = ["PARENT_PID_ENV", "die_with_parent", "honour_parent_env"]
 
 #: Set by a parent (the demo) to its pid: a ``tidings worker`` that sees it
-#: stops with SIGTERM (a warm shutdown) when that process dies.
+#: gets SIGQUIT (a cold shutdown, as in Celery) when that process dies.
 PARENT_PID_ENV = "TIDINGS_PARENT_PID"
 
 _PR_SET_PDEATHSIG = 1
@@ -51,4 +51,4 @@ def honour_parent_env(environ: Mapping[str, str] | None = None) -> bool:
     value = (os.environ if environ is None else environ).get(PARENT_PID_ENV, "")
     if not value.strip().isdigit():
         return False
-    return die_with_parent(signal.SIGTERM, int(value))
+    return die_with_parent(signal.SIGQUIT, int(value))

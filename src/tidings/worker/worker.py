@@ -33,7 +33,14 @@ from kombu.common import QoS
 from ..events.dispatcher import EventDispatcher
 from ..protocol.events import HEARTBEAT_INTERVAL, TASK_GROUP, WORKER_GROUP
 from ..protocol.tasks import BadMessage, build_message, parse_message
-from ..transport import Reconnector, Status, control_mailbox, redact_url, task_queue
+from ..transport import (
+    Reconnector,
+    Status,
+    control_mailbox,
+    first_connect_retries,
+    redact_url,
+    task_queue,
+)
 from ..utils.nodenames import nodename
 from .autoscale import Autoscaler
 from .control import CONTROL_HANDLERS, ShutdownRequested
@@ -156,8 +163,13 @@ class Worker:
                 logger.warning("Warm shutdown: finishing running tasks (again to stop now)")
                 self.stop()
 
+        def cold(signum: int, frame: Any) -> None:
+            logger.warning("Cold shutdown (SIGQUIT): stopping now")
+            self.stop(immediately=True)
+
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGQUIT, cold)  # Celery's cold shutdown
 
     def run(self) -> None:
         """Run until :meth:`stop`; reconnects when the broker connection is lost."""
@@ -165,6 +177,7 @@ class Worker:
         try:
             loop = Reconnector(self.app.connection_for_write, self._stop,
                                label=redact_url(self.app.conf.broker_url),
+                               first_retries=first_connect_retries(self.app.conf),
                                on_status=self._log_status)
             loop.run(self._run_connected, on_lost=lambda exc: self._forget_unacked())
         finally:

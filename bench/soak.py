@@ -1,0 +1,177 @@
+"""Soak: memory of every process over a long run, and events lost.
+
+A Tidings worker (prefork) and a Celery 5.7 worker run no-op tasks with task
+events on, fed by a client at ``--rate`` events per second in all (each task
+makes five events: sent, received, started, succeeded, and its share of
+heartbeats aside).  Consuming them on RabbitMQ: ``tidings events --dump``
+into /dev/null, the SQL camera on SQLite, the terminal monitor's ingest into
+a bounded State, and ``tidings exporter``.  Every 10 s the RSS of each
+process is sampled; at the end it prints, per process, the RSS after warm-up
+and at the end and the slope (percent per 10 minutes, least squares over
+the samples after warm-up), and the tasks sent against the tasks the
+exporter counted as succeeded.
+
+    python bench/soak.py [--minutes 10] [--rate 5000] [--broker amqp://...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+EVENTS_PER_TASK = 5
+SAMPLE_EVERY = 10.0
+INGEST = """
+import sys, threading
+from tidings import App
+from tidings.events import State
+from tidings.top import Ingest
+state = State(max_tasks_in_memory=10_000)
+ingest = Ingest(App('soak'), state).start()
+threading.Event().wait()
+"""
+
+
+def rss_kib(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def slope_percent_per_10min(samples: list[tuple[float, int]]) -> float:
+    n = len(samples)
+    if n < 3:
+        return float("nan")
+    mt = sum(t for t, _ in samples) / n
+    mr = sum(r for _, r in samples) / n
+    var = sum((t - mt) ** 2 for t, _ in samples)
+    slope = sum((t - mt) * (r - mr) for t, r in samples) / var  # KiB per second
+    return slope * 600 / mr * 100
+
+
+def succeeded(port: int) -> float:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return float("nan")
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("celery_task_succeeded_total{"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--minutes", type=float, default=10)
+    parser.add_argument("--rate", type=float, default=5000, help="events per second")
+    parser.add_argument("--broker", default="amqp://guest:guest@127.0.0.1:5672//")
+    args = parser.parse_args()
+
+    from tidings import App
+
+    tag = f"soak-{uuid.uuid4().hex[:6]}"
+    q_tid, q_cel = f"{tag}-tid", f"{tag}-cel"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TIDINGS_BROKER_URL=args.broker,
+               INTEROP_BROKER=args.broker, TIDINGS_EVENT_EXCHANGE=f"{tag}-ev",
+               INTEROP_EVENT_EXCHANGE=f"{tag}-ev", TIDINGS_CONTROL_EXCHANGE=f"{tag}-ctl",
+               INTEROP_CONTROL_EXCHANGE=f"{tag}-ctl")
+    tmp = Path(tempfile.mkdtemp(prefix="tidings-soak-"))
+    port = 19000 + os.getpid() % 1000
+    py = sys.executable
+    commands = {
+        "tidings worker": [py, "-m", "tidings", "-A", "tests.interop.tidings_app", "worker",
+                           "-E", "-P", "prefork", "-c", "2", "-Q", q_tid, "-l", "WARNING",
+                           "-n", f"tid@{tag}"],
+        "celery worker": [py, "-m", "celery", "-A", "tests.interop.celery_app", "worker",
+                          "-E", "-P", "prefork", "-c", "2", "-Q", q_cel, "-l", "WARNING",
+                          "-n", f"cel@{tag}", "--without-gossip", "--without-mingle"],
+        "events --dump": [py, "-m", "tidings", "events", "--dump"],
+        "SQL camera": [py, "-m", "tidings", "events", "-c", "tidings.cameras.SQLCamera",
+                       "--db", f"sqlite:///{tmp / 'soak.db'}", "-F", "1"],
+        "monitor ingest": [py, "-c", INGEST],
+        "exporter": [py, "-m", "tidings", "exporter", "--port", str(port)],
+    }
+    procs = {name: subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+             for name, cmd in commands.items()}
+    client = App("soak", broker=args.broker, event_exchange=f"{tag}-ev",
+                 task_send_sent_event=True)
+    stop = threading.Event()
+    sent = [0]
+
+    def feed() -> None:
+        per_second = args.rate / EVENTS_PER_TASK
+        start = time.monotonic()
+        while not stop.is_set():
+            due = int((time.monotonic() - start) * per_second)
+            while sent[0] < due and not stop.is_set():
+                client.send_task("interop.noop", queue=q_tid if sent[0] % 2 else q_cel)
+                sent[0] += 1
+            time.sleep(0.01)
+
+    time.sleep(8)  # everyone connected
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    samples: dict[str, list[tuple[float, int]]] = {name: [] for name in procs}
+    began = time.monotonic()
+    end = began + args.minutes * 60
+    try:
+        while time.monotonic() < end:
+            now = time.monotonic() - began
+            for name, proc in procs.items():
+                rss = rss_kib(proc.pid)
+                if rss is not None:
+                    samples[name].append((now, rss))
+            time.sleep(SAMPLE_EVERY)
+    finally:
+        stop.set()
+        feeder.join(10)
+        time.sleep(10)  # let the last tasks finish and be counted
+        counted = succeeded(port)
+        for proc in procs.values():
+            proc.terminate()
+        for proc in procs.values():
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        from kombu import Connection, Queue
+
+        with Connection(args.broker) as conn:
+            for name in (q_tid, q_cel):
+                Queue(name, channel=conn.default_channel).delete()
+
+    warm = args.minutes * 60 * 0.2
+    elapsed = time.monotonic() - began
+    print(f"soak: {args.minutes:g} min, {sent[0]:,} tasks sent "
+          f"({sent[0] * EVENTS_PER_TASK / elapsed:,.0f} task events/s asked), RabbitMQ; "
+          f"warm-up {warm:.0f} s")
+    print(f"{'process':<16}{'RSS warm MiB':>14}{'RSS end MiB':>13}{'slope %/10min':>15}")
+    for name, rows in samples.items():
+        after = [(t, r) for t, r in rows if t >= warm]
+        if not after:
+            print(f"{name:<16}{'(no samples)':>14}")
+            continue
+        print(f"{name:<16}{after[0][1] / 1024:>14.1f}{after[-1][1] / 1024:>13.1f}"
+              f"{slope_percent_per_10min(after):>15.2f}")
+    print(f"tasks sent {sent[0]:,}; succeeded as counted by the exporter {counted:,.0f}; "
+          f"not counted {sent[0] - counted:,.0f}")
+
+
+if __name__ == "__main__":
+    main()
