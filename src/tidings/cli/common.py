@@ -18,7 +18,14 @@ from kombu.exceptions import OperationalError
 
 from ..app import App, AppLoadError, load_app
 from ..config import ImproperlyConfigured
-from ..transport import FIRST_CONNECT_RETRIES, first_connect_retries, redact_url
+from ..transport import redact_url
+from ..transport.reconnect import (
+    CONNECT_INTERVAL_MAX,
+    CONNECT_INTERVAL_START,
+    CONNECT_INTERVAL_STEP,
+    FIRST_CONNECT_RETRIES,
+    first_connect_retries,
+)
 
 __all__ = [
     "EX_UNAVAILABLE",
@@ -84,8 +91,9 @@ def wait_for_broker(app: App) -> None:
     try:
         with app.connection_for_read() as conn:
             conn.ensure_connection(say if retries != FIRST_CONNECT_RETRIES else None,
-                                   max_retries=retries, interval_start=0.5,
-                                   interval_step=0.5, interval_max=2.0)
+                                   max_retries=retries, interval_start=CONNECT_INTERVAL_START,
+                                   interval_step=CONNECT_INTERVAL_STEP,
+                                   interval_max=CONNECT_INTERVAL_MAX)
     except OperationalError as exc:
         raise broker_unreachable(app, exc) from exc
 
