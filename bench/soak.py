@@ -21,7 +21,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 import uuid
@@ -40,6 +39,25 @@ from tidings.top import Ingest
 state = State(max_tasks_in_memory=10_000)
 ingest = Ingest(App('soak'), state).start()
 threading.Event().wait()
+"""
+# One client process: sends ``per_second`` tasks a second, alternating two queues,
+# until stdin closes; then prints how many it sent.
+FEED = """
+import sys, threading, time
+from tidings import App
+broker, exchange, q1, q2, per_second = sys.argv[1:6]
+per_second = float(per_second)
+client = App('soak', broker=broker, event_exchange=exchange, task_send_sent_event=True)
+stop = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+sent, start = 0, time.monotonic()
+while not stop.is_set():
+    due = int((time.monotonic() - start) * per_second)
+    while sent < due and not stop.is_set():
+        client.send_task('interop.noop', queue=q1 if sent % 2 else q2)
+        sent += 1
+    time.sleep(0.01)
+print(sent)
 """
 
 
@@ -79,10 +97,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=10)
     parser.add_argument("--rate", type=float, default=5000, help="events per second")
+    parser.add_argument("--clients", type=int, default=2, help="client processes")
+    parser.add_argument("--warmup", type=float, default=0.2,
+                        help="share of the run left out of the slope")
     parser.add_argument("--broker", default="amqp://guest:guest@127.0.0.1:5672//")
     args = parser.parse_args()
-
-    from tidings import App
 
     tag = f"soak-{uuid.uuid4().hex[:6]}"
     q_tid, q_cel = f"{tag}-tid", f"{tag}-cel"
@@ -109,24 +128,12 @@ def main() -> None:
     procs = {name: subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL)
              for name, cmd in commands.items()}
-    client = App("soak", broker=args.broker, event_exchange=f"{tag}-ev",
-                 task_send_sent_event=True)
-    stop = threading.Event()
-    sent = [0]
-
-    def feed() -> None:
-        per_second = args.rate / EVENTS_PER_TASK
-        start = time.monotonic()
-        while not stop.is_set():
-            due = int((time.monotonic() - start) * per_second)
-            while sent[0] < due and not stop.is_set():
-                client.send_task("interop.noop", queue=q_tid if sent[0] % 2 else q_cel)
-                sent[0] += 1
-            time.sleep(0.01)
-
     time.sleep(8)  # everyone connected
-    feeder = threading.Thread(target=feed, daemon=True)
-    feeder.start()
+    per_client = args.rate / EVENTS_PER_TASK / args.clients
+    feeders = [subprocess.Popen([py, "-c", FEED, args.broker, f"{tag}-ev", q_tid, q_cel,
+                                 str(per_client)], env=env, cwd=ROOT, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True)
+               for _ in range(args.clients)]
     samples: dict[str, list[tuple[float, int]]] = {name: [] for name in procs}
     began = time.monotonic()
     end = began + args.minutes * 60
@@ -139,8 +146,8 @@ def main() -> None:
                     samples[name].append((now, rss))
             time.sleep(SAMPLE_EVERY)
     finally:
-        stop.set()
-        feeder.join(10)
+        fed_for = time.monotonic() - began
+        sent = sum(int(f.communicate("", timeout=60)[0] or 0) for f in feeders)
         time.sleep(10)  # let the last tasks finish and be counted
         counted = succeeded(port)
         for proc in procs.values():
@@ -156,10 +163,10 @@ def main() -> None:
             for name in (q_tid, q_cel):
                 Queue(name, channel=conn.default_channel).delete()
 
-    warm = args.minutes * 60 * 0.2
-    elapsed = time.monotonic() - began
-    print(f"soak: {args.minutes:g} min, {sent[0]:,} tasks sent "
-          f"({sent[0] * EVENTS_PER_TASK / elapsed:,.0f} task events/s asked), RabbitMQ; "
+    warm = args.minutes * 60 * args.warmup
+    print(f"soak: {args.minutes:g} min, {sent:,} tasks sent "
+          f"({sent * EVENTS_PER_TASK / fed_for:,.0f} task events/s reached of "
+          f"{args.rate:,.0f} asked), RabbitMQ; "
           f"warm-up {warm:.0f} s")
     print(f"{'process':<16}{'RSS warm MiB':>14}{'RSS end MiB':>13}{'slope %/10min':>15}")
     for name, rows in samples.items():
@@ -169,8 +176,8 @@ def main() -> None:
             continue
         print(f"{name:<16}{after[0][1] / 1024:>14.1f}{after[-1][1] / 1024:>13.1f}"
               f"{slope_percent_per_10min(after):>15.2f}")
-    print(f"tasks sent {sent[0]:,}; succeeded as counted by the exporter {counted:,.0f}; "
-          f"not counted {sent[0] - counted:,.0f}")
+    print(f"tasks sent {sent:,}; succeeded as counted by the exporter {counted:,.0f}; "
+          f"not counted {sent - counted:,.0f}")
 
 
 if __name__ == "__main__":
