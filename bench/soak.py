@@ -93,6 +93,19 @@ def succeeded(port: int) -> float:
                if line.startswith("celery_task_succeeded_total{"))
 
 
+def drain(port: int, sent: int, patience: float = 120.0) -> float:
+    """The exporter's succeeded count once the workers have caught up: when it
+    reaches ``sent``, or stops moving for ``patience`` seconds (a backlog left
+    in the queues is then reported as not counted)."""
+    last, still_since = succeeded(port), time.monotonic()
+    while last < sent and time.monotonic() - still_since < patience:
+        time.sleep(5)
+        now = succeeded(port)
+        if now != last:
+            last, still_since = now, time.monotonic()
+    return last
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=10)
@@ -148,8 +161,7 @@ def main() -> None:
     finally:
         fed_for = time.monotonic() - began
         sent = sum(int(f.communicate("", timeout=60)[0] or 0) for f in feeders)
-        time.sleep(10)  # let the last tasks finish and be counted
-        counted = succeeded(port)
+        counted = drain(port, sent)
         for proc in procs.values():
             proc.terminate()
         for proc in procs.values():

@@ -59,13 +59,24 @@ class CommandError(click.ClickException):
         super().show(file)
 
 
-def set_process_title(prefix: str) -> None:
-    """``<prefix> <arguments>`` in ``ps`` (passwords in URLs hidden)."""
+def set_process_title(prefix: str, secret_options: tuple[str, ...] = ()) -> None:
+    """``<prefix> <arguments>`` in ``ps`` (passwords in URLs and the values of
+    ``secret_options`` hidden)."""
     try:
         from setproctitle import setproctitle
     except ImportError:  # optional: titles are a convenience
         return
-    args = " ".join(redact_url(a) if "://" in a else a for a in sys.argv[1:])
+    shown, hide_next = [], False
+    for a in sys.argv[1:]:
+        name, eq, _ = a.partition("=")
+        if hide_next:
+            shown.append("***")
+        elif eq and name in secret_options:
+            shown.append(f"{name}=***")
+        else:
+            shown.append(redact_url(a) if "://" in a else a)
+        hide_next = not eq and a in secret_options
+    args = " ".join(shown)
     setproctitle(f"{prefix} {args}".rstrip())
 
 

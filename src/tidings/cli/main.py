@@ -14,6 +14,7 @@ from .control import control, inspect
 from .demo import demo
 from .events import events
 from .exporter import exporter
+from .web import web
 from .worker import worker
 
 
@@ -39,7 +40,7 @@ def cli(ctx: click.Context, app_spec: str | None, broker: str | None, workdir: s
     ctx.obj = Context(app_spec, broker, loglevel)
 
 
-for _command in (demo, events, exporter, worker, inspect, control):
+for _command in (demo, events, exporter, web, worker, inspect, control):
     cli.add_command(_command)
 
 

@@ -19,9 +19,23 @@ from .collector import ClusterMetrics
 from .queues import QueueMonitor
 from .server import MetricsServer, metrics_app
 
-__all__ = ["Exporter"]
+__all__ = ["Exporter", "source_health"]
 
 logger = logging.getLogger("tidings.metrics")
+
+
+def source_health(source: EventSource) -> tuple[bool, dict[str, Any]]:
+    """``(ok, details)``: whether events flow from ``source``, and what it says."""
+    status = source.status
+    ok = status is not None and status.link is Link.CONNECTED
+    return ok, {
+        "status": "ok" if ok else "unavailable",
+        "broker": source.label,
+        "connection": status.link.value if status is not None else "connecting",
+        "detail": status.text if status is not None else "",
+        "events": source.event_count,
+        "reconnects": source.reconnects,
+    }
 
 
 class Exporter:
@@ -40,16 +54,7 @@ class Exporter:
             address, port)
 
     def health(self) -> tuple[bool, dict[str, Any]]:
-        status = self.source.status
-        ok = status is not None and status.link is Link.CONNECTED
-        return ok, {
-            "status": "ok" if ok else "unavailable",
-            "broker": self.source.label,
-            "connection": status.link.value if status is not None else "connecting",
-            "detail": status.text if status is not None else "",
-            "events": self.source.event_count,
-            "reconnects": self.source.reconnects,
-        }
+        return source_health(self.source)
 
     def run(self, stop: threading.Event, on_status: Any = None) -> None:
         """Serve until ``stop`` is set."""

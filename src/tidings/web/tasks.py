@@ -1,0 +1,164 @@
+"""Tasks as the web API lists them: filter, search, sort and page over a State.
+
+Pure functions of a :class:`~tidings.events.state.State` and the request's
+parameters, so they are tested without a server.  The shapes are Flower
+2.2's: a task is ``Task.as_dict()`` with ``worker`` replaced by the worker's
+hostname; a listing is an object from task id to task, in order.
+
+Differences from Flower, and why:
+
+- ``sort_by`` also takes ``succeeded``, ``failed``, ``runtime``,
+  ``timestamp``, ``worker``, ``uuid`` and ``retries`` (Flower: name, state,
+  received, started); tasks without the value sort last either way, as the
+  table pages show them.
+- Without ``sort_by`` the newest tasks come first (by the time index State
+  keeps), so ``limit=15`` is the newest fifteen; Flower returns them in the
+  order its dict happens to hold them.
+"""
+
+from __future__ import annotations
+
+import datetime
+import heapq
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from .search import Predicate, compile_query
+
+__all__ = ["SORT_KEYS", "TaskQuery", "parse_received", "task_json", "task_page"]
+
+#: Columns ``sort_by`` accepts (with ``-`` in front: descending).
+SORT_KEYS = frozenset({"name", "state", "received", "started", "succeeded", "failed",
+                       "runtime", "timestamp", "worker", "uuid", "retries"})
+_NUMERIC = frozenset({"received", "started", "succeeded", "failed", "runtime", "timestamp",
+                      "retries"})
+#: Flower's format for ``received_start`` / ``received_end`` (local time).
+RECEIVED_FORMAT = "%Y-%m-%d %H:%M"
+
+
+def parse_received(value: str | None) -> float | None:
+    """``YYYY-MM-DD HH:MM`` (local time) as a timestamp; ValueError when malformed."""
+    if not value:
+        return None
+    return datetime.datetime.strptime(value, RECEIVED_FORMAT).timestamp()
+
+
+def _hostname(worker: Any) -> str | None:
+    return getattr(worker, "hostname", worker)
+
+
+def task_json(task: Any) -> dict[str, Any]:
+    """One task in Flower's shape."""
+    out = task.as_dict()
+    worker = out.pop("worker", None)
+    if worker is not None:
+        out["worker"] = _hostname(worker)
+    return out
+
+
+@dataclass
+class TaskQuery:
+    """What ``GET /api/tasks`` asks for; ``"All"`` means no filter, as in Flower."""
+
+    limit: int | None = None
+    offset: int = 0
+    sort_by: str | None = None
+    worker: str | None = None
+    name: str | None = None
+    state: str | None = None
+    received_start: float | None = None
+    received_end: float | None = None
+    search: str | None = None
+
+    def __post_init__(self) -> None:
+        for field in ("worker", "name", "state"):
+            if getattr(self, field) == "All":
+                setattr(self, field, None)
+        self.offset = max(self.offset, 0)
+        if self.sort_by and self.sort_by.lstrip("-") not in SORT_KEYS:
+            raise ValueError(f"Invalid sort_by '{self.sort_by}', expected one of "
+                             f"{', '.join(sorted(SORT_KEYS))}")
+
+    def predicate(self) -> Predicate:
+        """Every filter as one test; QuerySyntaxError for a bad ``search``."""
+        search = compile_query(self.search)
+        name, state, worker = self.name, self.state, self.worker
+        start, end = self.received_start, self.received_end
+
+        def test(task: Any) -> bool:
+            if name is not None and task.name != name:
+                return False
+            if state is not None and task.state != state:
+                return False
+            if worker is not None and _hostname(task.worker) != worker:
+                return False
+            if start is not None or end is not None:
+                received = task.received
+                if received is not None:
+                    if start is not None and received < start:
+                        return False
+                    if end is not None and received > end:
+                        return False
+            return search(task)
+
+        return test
+
+
+def _sort_key(field: str) -> Any:
+    def key(task: Any) -> tuple:
+        value = _hostname(task.worker) if field == "worker" else getattr(task, field, None)
+        uuid = str(task.uuid)
+        if value is None:
+            return (0, 0.0, "", uuid)
+        if field in _NUMERIC:
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                return (0, 0.0, "", uuid)
+            return (1, number if not math.isnan(number) else 0.0, "", uuid)
+        return (1, 0.0, str(value).casefold(), uuid)
+
+    return key
+
+
+def _last_key(task: Any) -> tuple:
+    key = task.last_key
+    return (0,) if key is None else (1, *key)
+
+
+def _newest_first(tasks: Iterable[Any], count: int | None) -> list[Any]:
+    """By each task's latest event, as ``State.tasks_by_time`` orders them; only the
+    first ``count`` when given (a partial sort: a page costs O(n log count))."""
+    if count is not None:
+        return heapq.nlargest(count, tasks, key=_last_key)
+    return sorted(tasks, key=_last_key, reverse=True)
+
+
+def task_page(state: Any, query: TaskQuery) -> Iterator[tuple[str, Any]]:
+    """The ``(uuid, task)`` pairs of one page, in order.
+
+    The tasks are taken from ``state`` at one instant (``State.task_list``), so
+    ingest may go on in its thread; read the tasks of the page with
+    ``State.read_tasks``.
+    """
+    test = query.predicate()
+    stop = None if query.limit is None else query.offset + max(query.limit, 0)
+    tasks = state.task_list()
+    if query.sort_by:
+        field = query.sort_by.lstrip("-")
+        descending = query.sort_by.startswith("-")
+        matched = [t for t in tasks if test(t)]
+        key = _sort_key(field)
+        present = [t for t in matched if key(t)[0]]
+        missing = [t for t in matched if not key(t)[0]]
+        present.sort(key=key, reverse=descending)
+        ordered: Iterable[Any] = present + missing
+    else:
+        ordered = _newest_first((t for t in tasks if test(t)), stop)
+    for i, task in enumerate(ordered):
+        if stop is not None and i >= stop:
+            break
+        if i >= query.offset:
+            yield task.uuid, task
