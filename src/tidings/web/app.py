@@ -93,13 +93,8 @@ def build_app(monitor: Any) -> Any:
             rows = state.read_tasks(found, task_json)
             return json.dumps({r["uuid"]: r for r in rows}, default=str)
 
-        def summary() -> str:
-            d = views.dashboard(monitor)
-            return json.dumps({"by_state": d.by_state, "events": d.events, "tasks": d.tasks,
-                               "connection": d.connection, "workers": d.workers,
-                               "rates": d.rates}, default=str)
-
-        stream = sse_stream(monitor.changes, read, summary, request.is_disconnected)
+        stream = sse_stream(monitor.changes, read, monitor.summary_json,
+                            request.is_disconnected)
         return StreamingResponse(stream, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store",
                                           "X-Accel-Buffering": "no"})

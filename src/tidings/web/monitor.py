@@ -11,6 +11,7 @@ for a client and a client never sees half an event.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -24,9 +25,9 @@ from ..metrics.exporter import source_health
 from ..metrics.queues import QUEUE_REFRESH_INTERVAL
 from ..transport import Status
 from .inspector import WorkerInspector
-from .live import ChangeLog
+from .live import PUSH_INTERVAL, ChangeLog
 from .security import Access
-from .views import RateHistory
+from .views import RateHistory, dashboard
 
 __all__ = ["DEFAULT_ADDRESS", "DEFAULT_PORT", "WebMonitor", "WebOptions"]
 
@@ -72,6 +73,8 @@ class WebMonitor:
         self.rates = RateHistory()
         self.control_timeout = CONTROL_TIMEOUT
         self.server: Any = None
+        self._summary: tuple[float, str] | None = None
+        self._summary_lock = threading.Lock()
 
     # -- what the routes read ------------------------------------------------------------
 
@@ -81,6 +84,19 @@ class WebMonitor:
         uuid = event.get("uuid")
         if isinstance(uuid, str):
             self.changes.note(uuid)
+
+    def summary_json(self) -> str:
+        """The dashboard's figures as JSON, computed at most once per push interval
+        whatever the number of open pages (each computation walks State)."""
+        with self._summary_lock:
+            now = time.monotonic()
+            if self._summary is None or now - self._summary[0] >= PUSH_INTERVAL:
+                d = dashboard(self)
+                text = json.dumps({"by_state": d.by_state, "events": d.events,
+                                   "tasks": d.tasks, "connection": d.connection,
+                                   "workers": d.workers, "rates": d.rates}, default=str)
+                self._summary = (now, text)
+            return self._summary[1]
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         return source_health(self.source)

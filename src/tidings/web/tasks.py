@@ -19,8 +19,8 @@ Differences from Flower, and why:
 from __future__ import annotations
 
 import datetime
-import heapq
 import math
+import operator
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -123,17 +123,40 @@ def _sort_key(field: str) -> Any:
     return key
 
 
-def _last_key(task: Any) -> tuple:
-    key = task.last_key
-    return (0,) if key is None else (1, *key)
+_last_key = operator.attrgetter("last_key")
+_first = operator.itemgetter(0)
+#: The first window of newest tasks a page looks in; doubled until it holds the page.
+FIRST_WINDOW = 64
 
 
-def _newest_first(tasks: Iterable[Any], count: int | None) -> list[Any]:
-    """By each task's latest event, as ``State.tasks_by_time`` orders them; only the
-    first ``count`` when given (a partial sort: a page costs O(n log count))."""
-    if count is not None:
-        return heapq.nlargest(count, tasks, key=_last_key)
-    return sorted(tasks, key=_last_key, reverse=True)
+def _newest_matching(tasks: list[Any], test: Predicate, count: int | None) -> list[Any]:
+    """Matching tasks by each one's latest event, newest first (as ``State.tasks_by_time``
+    orders them); only the first ``count`` when given.
+
+    With a count, the predicate runs on the newest ``w`` tasks only, ``w``
+    growing until ``count`` of them match: when they do, no older task can
+    belong to the page, so a search that matches often costs a partial sort
+    of a small window instead of a test of every task.
+    """
+    timed = [t for t in tasks if t.last_key is not None]
+    if count is None or count <= 0:
+        found = [t for t in timed if test(t)]
+        found.sort(key=_last_key, reverse=True)
+        return found if count is None else []
+    # Lamport clocks mostly grow with arrival, so the clocks are nearly sorted already
+    # and sorting them is close to linear (timsort); the window's cut-off clock then
+    # picks the candidates without a comparison per task in Python.
+    clocks = list(map(_first, map(_last_key, timed)))
+    ordered = sorted(clocks)
+    window = max(FIRST_WINDOW, count * 4)
+    while True:
+        cut = ordered[-window] if window < len(ordered) else None
+        newest = timed if cut is None else [t for t, c in zip(timed, clocks) if c >= cut]
+        newest.sort(key=_last_key, reverse=True)
+        found = [t for t in newest if test(t)]
+        if len(found) >= count or cut is None:
+            return found[:count]
+        window *= 4
 
 
 def task_page(state: Any, query: TaskQuery) -> Iterator[tuple[str, Any]]:
@@ -156,7 +179,7 @@ def task_page(state: Any, query: TaskQuery) -> Iterator[tuple[str, Any]]:
         present.sort(key=key, reverse=descending)
         ordered: Iterable[Any] = present + missing
     else:
-        ordered = _newest_first((t for t in tasks if test(t)), stop)
+        ordered = _newest_matching(tasks, test, stop)
     for i, task in enumerate(ordered):
         if stop is not None and i >= stop:
             break
