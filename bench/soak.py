@@ -5,7 +5,8 @@ events on, fed by a client at ``--rate`` events per second in all (each task
 makes five events: sent, received, started, succeeded, and its share of
 heartbeats aside).  Consuming them on RabbitMQ: ``tidings events --dump``
 into /dev/null, the SQL camera on SQLite, the terminal monitor's ingest into
-a bounded State, and ``tidings exporter``.  Every 10 s the RSS of each
+a bounded State, ``tidings exporter`` and ``tidings web`` (State bounded at
+10,000 tasks).  Every 10 s the RSS of each
 process is sampled; at the end it prints, per process, the RSS after warm-up
 and at the end and the slope (percent per 10 minutes, least squares over
 the samples after warm-up), and the tasks sent against the tasks the
@@ -137,6 +138,8 @@ def main() -> None:
                        "--db", f"sqlite:///{tmp / 'soak.db'}", "-F", "1"],
         "monitor ingest": [py, "-c", INGEST],
         "exporter": [py, "-m", "tidings", "exporter", "--port", str(port)],
+        "web monitor": [py, "-m", "tidings", "web", "--port", str(port + 1), "--max-tasks",
+                        "10000"],
     }
     procs = {name: subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL)

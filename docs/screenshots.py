@@ -45,7 +45,8 @@ def main() -> None:
         with urllib.request.urlopen(base + "/api/tasks?state=FAILURE&limit=1") as r:
             failed = next(iter(json.loads(r.read())), None)
         with urllib.request.urlopen(base + "/api/tasks?search=name:demo.fan_out&limit=1") as r:
-            tree = next(iter(json.loads(r.read())), None)
+            newest = next(iter(json.loads(r.read()).values()), None)
+        tree = newest and newest.get("root_id")
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium",
                                         args=["--no-sandbox"])
@@ -58,7 +59,8 @@ def main() -> None:
             for name, path in shots:
                 page.goto(base + path)
                 page.wait_for_timeout(1500)
-                page.screenshot(path=str(DOCS / f"{name}.png"))
+                page.screenshot(path=str(DOCS / f"{name}.png"),
+                                full_page=name in ("web-task", "web-workflow"))
                 print(f"docs/{name}.png  {path}")
             browser.close()
     finally:

@@ -150,9 +150,15 @@ def task_page_html(detail: dict[str, Any], prefix: str, read_only: bool) -> str:
     f = detail["fields"]
     uuid = f["uuid"]
     long_fields = ("args", "kwargs", "result", "exception", "traceback")
-    rows = [[e(k), f"<code>{e(json.dumps(v, default=str) if isinstance(v, list) else v)}"
-             "</code>" if k != "worker" or not v else
-             f'<a href="{e(prefix)}/worker/{e(quote(v))}">{e(v)}</a>']
+
+    def value(k: str, v: Any) -> str:
+        if k == "worker" and v:
+            return f'<a href="{e(prefix)}/worker/{e(quote(v))}">{e(v)}</a>'
+        if k in ("root", "root_id", "parent", "parent_id") and v:
+            return f'<a href="{e(prefix)}/task/{e(quote(v))}"><code>{e(v)}</code></a>'
+        return f"<code>{e(json.dumps(v, default=str) if isinstance(v, list) else v)}</code>"
+
+    rows = [[e(k), value(k, v)]
             for k, v in f.items() if v is not None and k not in long_fields
             and (k not in ("received", "sent", "started", "succeeded", "failed", "retried",
                            "revoked", "rejected", "timestamp"))]
@@ -178,9 +184,9 @@ def task_page_html(detail: dict[str, Any], prefix: str, read_only: bool) -> str:
         + _action("Terminate", f"/api/task/revoke/{quote(uuid)}",
                   f"Terminate task {uuid} (kill the process running it)?",
                   "terminate=true&signal=SIGTERM", danger=True) + "</p>")
-    return (actions + _table(["Field", "Value"], rows, "fields") + blocks
-            + "<h2>Timeline</h2>" + timeline
-            + f'<h2>Workflow</h2><ul class="tree" id="tree">{tree}</ul>')
+    return (actions + '<section class="cols"><div><h2>Timeline</h2>' + timeline
+            + f'</div><div><h2>Workflow</h2><ul class="tree" id="tree">{tree}</ul></div>'
+            "</section><h2>Fields</h2>" + _table(["Field", "Value"], rows, "fields") + blocks)
 
 
 def worker_page(name: str, info: dict[str, Any] | None, events: dict[str, Any] | None,
