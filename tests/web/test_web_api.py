@@ -209,3 +209,21 @@ def test_bad_options_are_one_line_errors(tmp_path):
         assert out.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in out.stderr
     finally:
         busy.terminate()
+
+
+def test_stops_promptly_and_cleanly_with_a_live_page_open(amqp_url, tmp_path):
+    import http.client
+
+    with cluster(amqp_url, tmp_path) as c:
+        web = Web(c.env, tmp_path)
+        conn = http.client.HTTPConnection("127.0.0.1", web.port, timeout=10)
+        conn.request("GET", "/api/live")
+        response = conn.getresponse()
+        assert response.status == 200
+        assert response.getheader("content-type").startswith("text/event-stream")
+        assert response.readline() == b"retry: 2000\n"
+        started = time.monotonic()
+        assert web.stop() == 0
+        assert time.monotonic() - started < 5
+        assert "Traceback" not in web.running.stderr, web.running.stderr
+        conn.close()

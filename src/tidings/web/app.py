@@ -93,8 +93,10 @@ def build_app(monitor: Any) -> Any:
             rows = state.read_tasks(found, task_json)
             return json.dumps({r["uuid"]: r for r in rows}, default=str)
 
-        stream = sse_stream(monitor.changes, read, monitor.summary_json,
-                            request.is_disconnected)
+        async def gone() -> bool:  # the page left, or the server is stopping
+            return monitor.closing.is_set() or await request.is_disconnected()
+
+        stream = sse_stream(monitor.changes, read, monitor.summary_json, gone)
         return StreamingResponse(stream, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store",
                                           "X-Accel-Buffering": "no"})

@@ -73,6 +73,8 @@ class WebMonitor:
         self.rates = RateHistory()
         self.control_timeout = CONTROL_TIMEOUT
         self.server: Any = None
+        #: Set when the monitor stops: open live streams end, so shutdown is prompt.
+        self.closing = threading.Event()
         self._summary: tuple[float, str] | None = None
         self._summary_lock = threading.Lock()
 
@@ -148,6 +150,7 @@ class WebMonitor:
                     self.rates.sample(self.source.event_count)
         finally:
             stop.set()
+            self.closing.set()
             server.should_exit = True
             http.join(SHUTDOWN_GRACE + 2)
             ingest.join(5)
