@@ -8,7 +8,8 @@ hostname; a listing is an object from task id to task, in order.
 Differences from Flower, and why:
 
 - ``sort_by`` also takes ``succeeded``, ``failed``, ``runtime``,
-  ``timestamp``, ``worker``, ``uuid`` and ``retries`` (Flower: name, state,
+  ``timestamp``, ``worker``, ``uuid``, ``retries``, ``args``, ``kwargs`` and
+  ``result`` (every column of the tasks page) (Flower: name, state,
   received, started); tasks without the value sort last either way, as the
   table pages show them.
 - Without ``sort_by`` the newest tasks come first (by the time index State
@@ -19,6 +20,7 @@ Differences from Flower, and why:
 from __future__ import annotations
 
 import datetime
+import itertools
 import math
 import operator
 from collections.abc import Iterable, Iterator
@@ -31,7 +33,8 @@ __all__ = ["SORT_KEYS", "TaskQuery", "parse_received", "task_json", "task_page"]
 
 #: Columns ``sort_by`` accepts (with ``-`` in front: descending).
 SORT_KEYS = frozenset({"name", "state", "received", "started", "succeeded", "failed",
-                       "runtime", "timestamp", "worker", "uuid", "retries"})
+                       "runtime", "timestamp", "worker", "uuid", "retries", "args", "kwargs",
+                       "result"})
 _NUMERIC = frozenset({"received", "started", "succeeded", "failed", "runtime", "timestamp",
                       "retries"})
 #: Flower's format for ``received_start`` / ``received_end`` (local time).
@@ -138,20 +141,24 @@ def _newest_matching(tasks: list[Any], test: Predicate, count: int | None) -> li
     belong to the page, so a search that matches often costs a partial sort
     of a small window instead of a test of every task.
     """
-    timed = [t for t in tasks if t.last_key is not None]
+    keys = list(map(_last_key, tasks))
+    if None in keys:  # a task no event has dated yet (none in practice): left out
+        tasks = [t for t, k in zip(tasks, keys, strict=True) if k is not None]
+        keys = [k for k in keys if k is not None]
     if count is None or count <= 0:
-        found = [t for t in timed if test(t)]
+        found = [t for t in tasks if test(t)]
         found.sort(key=_last_key, reverse=True)
         return found if count is None else []
     # Lamport clocks mostly grow with arrival, so the clocks are nearly sorted already
     # and sorting them is close to linear (timsort); the window's cut-off clock then
-    # picks the candidates without a comparison per task in Python.
-    clocks = list(map(_first, map(_last_key, timed)))
+    # picks the candidates in C (compress), without a Python step per task.
+    clocks = list(map(_first, keys))
     ordered = sorted(clocks)
     window = max(FIRST_WINDOW, count * 4)
     while True:
         cut = ordered[-window] if window < len(ordered) else None
-        newest = timed if cut is None else [t for t, c in zip(timed, clocks) if c >= cut]
+        newest = list(tasks) if cut is None else list(
+            itertools.compress(tasks, map(cut.__le__, clocks)))
         newest.sort(key=_last_key, reverse=True)
         found = [t for t in newest if test(t)]
         if len(found) >= count or cut is None:
