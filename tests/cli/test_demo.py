@@ -70,8 +70,11 @@ def test_the_demos_workers_die_with_it(sig, tmp_path):
         assert wait_for(lambda: demo.stdout.count("] started:") >= 2
                         and "task started: demo.render_report" in demo.stdout, 60), \
             demo.stderr
+        # 2 workers, 2 prefork children each (a child being replaced after a
+        # terminated task is briefly missing: wait until all are there)
+        assert wait_for(lambda: len(descendants(demo.proc.pid)) >= 6, 30), \
+            descendants(demo.proc.pid)
         family = descendants(demo.proc.pid)
-        assert len(family) >= 6, family  # 2 workers, 2 prefork children each
         demo.proc.send_signal(sig)
         demo.proc.wait(90)
         assert wait_for(lambda: not any(alive(p) for p in family), 40), \

@@ -46,9 +46,9 @@ def test_live_worker_states_and_revoke(amqp_url, tmp_path):
                     await pilot.press("c")
                     assert isinstance(tui.screen, ConfirmScreen)
                     await pilot.press("y")
-                    for _ in range(50):
+                    for _ in range(100):  # the reply screen, once composed
                         await pilot.pause(0.1)
-                        if isinstance(tui.screen, TextScreen):
+                        if isinstance(tui.screen, TextScreen) and tui.screen.query("#text-body"):
                             break
                     reply = str(tui.screen.query_one("#text-body").render())
                     assert f"top@test: terminate: {long.id}" in reply
