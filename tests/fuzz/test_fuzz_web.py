@@ -60,7 +60,8 @@ PAGES = ["/", "/workers", "/tasks", "/failures", "/broker", "/task/{x}", "/worke
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(route=st.sampled_from(ROUTES), values=st.lists(texts, min_size=6, max_size=6),
        body=st.none() | st.dictionaries(st.sampled_from(["args", "kwargs", "queue",
-                                                          "countdown", "x"]),
+                                                          "countdown", "eta", "expires",
+                                                          "time_limit", "task_id", "x"]),
                                         st.none() | texts | st.lists(texts, max_size=2)
                                         | st.integers(), max_size=3))
 def test_no_api_route_answers_5xx(client, route, values, body):

@@ -23,6 +23,7 @@ Differences from Flower, and why:
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import urllib.parse
@@ -332,20 +333,48 @@ def _task_arguments(p: Params) -> tuple[list[Any], dict[str, Any], dict[str, Any
         raise ApiError(400, "args must be an array")
     if not isinstance(kwargs, dict):
         raise ApiError(400, "kwargs must be an object")
-    allowed = {"queue", "countdown", "eta", "expires", "priority", "routing_key", "exchange",
-               "task_id", "headers"}
+    allowed = {"queue", "countdown", "eta", "expires", "task_id", "time_limit",
+               "soft_time_limit"}
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise ApiError(400, f"Unknown option(s): {', '.join(unknown)}")
     if "countdown" in options:
         options["countdown"] = p.number("countdown", float)
+    for name in ("time_limit", "soft_time_limit"):
+        if name in options:
+            options[name] = p.number(name, float)
+    for name in ("eta", "expires"):
+        if options.get(name) is not None:
+            options[name] = _when(name, options[name], allow_seconds=name == "expires")
     return args, kwargs, options
+
+
+def _when(name: str, value: Any, allow_seconds: bool) -> Any:
+    """Flower's formats: ``YYYY-MM-DD HH:MM:SS.ffffff`` (or ISO); ``expires`` also seconds."""
+    if allow_seconds and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    text = str(value)
+    if allow_seconds:
+        try:
+            return float(text)
+        except ValueError:
+            pass
+    for parse in (lambda t: datetime.datetime.strptime(t, "%Y-%m-%d %H:%M:%S.%f"),
+                  datetime.datetime.fromisoformat):
+        try:
+            return parse(text)
+        except ValueError:
+            continue
+    raise ApiError(400, f"{name}: {text!r} is not a date-time (YYYY-MM-DD HH:MM:SS.ffffff)")
 
 
 async def send_task(monitor: Any, request: Request, p: Params) -> Any:
     args, kwargs, options = _task_arguments(p)
-    result = await _blocking(monitor.app.send_task, request.path_params["name"], args=args,
-                             kwargs=kwargs, **options)
+    try:
+        result = await _blocking(monitor.app.send_task, request.path_params["name"],
+                                 args=args, kwargs=kwargs, **options)
+    except (TypeError, ValueError) as exc:  # arguments that cannot be sent (not JSON ...)
+        raise ApiError(400, f"Cannot send this task: {exc}") from None
     return {"task-id": result.id}
 
 
