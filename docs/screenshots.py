@@ -47,6 +47,8 @@ def main() -> None:
         with urllib.request.urlopen(base + "/api/tasks?search=name:demo.fan_out&limit=1") as r:
             newest = next(iter(json.loads(r.read()).values()), None)
         tree = newest and newest.get("root_id")
+        with urllib.request.urlopen(base + "/api/workers?status=true") as r:
+            worker = next(iter(sorted(json.loads(r.read()))), None)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium",
                                         args=["--no-sandbox"])
@@ -56,6 +58,8 @@ def main() -> None:
                 shots.append(("web-task", f"/task/{failed}"))
             if tree:
                 shots.append(("web-workflow", f"/task/{tree}"))
+            if worker:
+                shots.append(("web-worker", f"/worker/{worker}"))
             for name, path in shots:
                 page.goto(base + path)
                 page.wait_for_timeout(1500)

@@ -158,3 +158,28 @@ def test_sse_stream_pushes_changes_then_resync():
     out = asyncio.run(run())
     assert out[2] == b"event: tasks\ndata: t1,t2\n\n"
     assert out[4] == b"event: resync\ndata: {}\n\n"
+
+
+def test_recent_tasks_page_newest_first_and_stay_bounded():
+    from tidings.web.tasks import RecentTasks
+
+    recent = RecentTasks(STATE.tasks.__contains__, limit=6)
+    ids = {uuid[0]: uuid for uuid in STATE.tasks}
+    for letter in "abcdab":  # b then a changed last
+        recent.touch(ids[letter])
+    assert recent.newest(None) == [ids[x] for x in "badc"]
+
+    def page(**kwargs):
+        return [u[0] for u, _ in task_page(STATE, TaskQuery(**kwargs), recent)]
+
+    assert page() == ["b", "a", "d", "c"]
+    assert page(limit=2) == ["b", "a"]
+    assert page(limit=2, offset=1) == ["a", "d"]
+    assert page(state="SUCCESS") == ["a", "c"]
+    assert page(search="-state:success", limit=5) == ["b", "d"]
+    for i in range(10):  # ids of tasks State does not hold are pruned past the limit
+        recent.touch(f"gone-{i}")
+    assert len(recent) <= 6
+    kept = recent.newest(None)
+    assert set(ids.values()) <= set(kept)  # every task State holds is still there
+    assert page() == ["b", "a", "d", "c"]

@@ -272,7 +272,7 @@ async def list_tasks(monitor: Any, request: Request, p: Params) -> Any:
         raise ApiError(400, "Invalid received_start or received_end, expected format "
                             "'YYYY-MM-DD HH:MM'") from None
     try:
-        page = list(task_page(monitor.state, query))
+        page = list(task_page(monitor.state, query, monitor.recent))
     except QuerySyntaxError as exc:
         raise ApiError(400, str(exc)) from None
     rows = monitor.state.read_tasks([task for _, task in page], task_json)

@@ -27,6 +27,7 @@ from ..transport import Status
 from .inspector import WorkerInspector
 from .live import PUSH_INTERVAL, ChangeLog
 from .security import Access
+from .tasks import RecentTasks
 from .views import RateHistory, dashboard
 
 __all__ = ["DEFAULT_ADDRESS", "DEFAULT_PORT", "WebMonitor", "WebOptions"]
@@ -70,6 +71,9 @@ class WebMonitor:
         self.queue_monitor = QueueMonitor(app, self.metrics, interval=QUEUE_REFRESH_INTERVAL)
         self.inspector = WorkerInspector(app, max_workers=options.max_workers)
         self.changes = ChangeLog()
+        #: Bounded at twice the State's bound (pruned against it).
+        self.recent = RecentTasks(lambda uuid: uuid in self.state.tasks,
+                                  limit=2 * options.max_tasks)
         self.rates = RateHistory()
         self.control_timeout = CONTROL_TIMEOUT
         self.server: Any = None
@@ -86,6 +90,7 @@ class WebMonitor:
         uuid = event.get("uuid")
         if isinstance(uuid, str):
             self.changes.note(uuid)
+            self.recent.touch(uuid)
 
     def summary_json(self) -> str:
         """The dashboard's figures as JSON, computed at most once per push interval

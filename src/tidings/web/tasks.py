@@ -12,9 +12,9 @@ Differences from Flower, and why:
   ``result`` (every column of the tasks page) (Flower: name, state,
   received, started); tasks without the value sort last either way, as the
   table pages show them.
-- Without ``sort_by`` the newest tasks come first (by the time index State
-  keeps), so ``limit=15`` is the newest fifteen; Flower returns them in the
-  order its dict happens to hold them.
+- Without ``sort_by`` the most recently changed tasks come first, so
+  ``limit=15`` is the newest fifteen; Flower returns them in the order its
+  dict happens to hold them.
 """
 
 from __future__ import annotations
@@ -23,13 +23,16 @@ import datetime
 import itertools
 import math
 import operator
-from collections.abc import Iterable, Iterator
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from .search import Predicate, compile_query
 
-__all__ = ["SORT_KEYS", "TaskQuery", "parse_received", "task_json", "task_page"]
+__all__ = ["SORT_KEYS", "RecentTasks", "TaskQuery", "parse_received", "task_json",
+           "task_page"]
 
 #: Columns ``sort_by`` accepts (with ``-`` in front: descending).
 SORT_KEYS = frozenset({"name", "state", "received", "started", "succeeded", "failed",
@@ -166,15 +169,79 @@ def _newest_matching(tasks: list[Any], test: Predicate, count: int | None) -> li
         window *= 4
 
 
-def task_page(state: Any, query: TaskQuery) -> Iterator[tuple[str, Any]]:
+class RecentTasks:
+    """Task ids in the order their latest event arrived: one O(1) move per event.
+
+    With it, a newest-first page walks back from the newest id and stops once
+    the page is full, instead of ordering every task in State.  Its order is
+    arrival, where ``State.tasks_by_time`` orders by Lamport clock: the two
+    differ only among events that arrived out of order (a few within a batch).
+    Bounded: once it holds ``limit`` ids, those whose task ``alive`` says is
+    gone are dropped (once per ``limit`` new ids: amortised O(1)).
+    """
+
+    def __init__(self, alive: Callable[[str], bool], limit: int) -> None:
+        self._alive = alive
+        self.limit = limit
+        #: Bounded by ``limit`` (see :meth:`touch`).
+        self._order: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def touch(self, uuid: str) -> None:
+        with self._lock:
+            order = self._order
+            if uuid in order:
+                order.move_to_end(uuid)
+                return
+            order[uuid] = None
+            if len(order) > self.limit:
+                alive = self._alive
+                self._order = OrderedDict((u, None) for u in order if alive(u))
+
+    def newest(self, count: int | None) -> list[str]:
+        """The ``count`` most recently changed ids (all of them for None), newest first."""
+        with self._lock:
+            return list(itertools.islice(reversed(self._order), count))
+
+
+def _recent_matching(state: Any, recent: RecentTasks, test: Predicate, count: int | None
+                     ) -> list[Any]:
+    get = state.tasks.get
+    window = None if count is None else max(FIRST_WINDOW, count * 4)
+    while True:
+        ids = recent.newest(window)
+        found = []
+        for uuid in ids:
+            task = get(uuid)
+            if task is not None and test(task):
+                found.append(task)
+                if count is not None and len(found) >= count:
+                    return found
+        if window is None or len(ids) < window:
+            return found
+        window *= 4
+
+
+def task_page(state: Any, query: TaskQuery, recent: RecentTasks | None = None
+              ) -> Iterator[tuple[str, Any]]:
     """The ``(uuid, task)`` pairs of one page, in order.
 
     The tasks are taken from ``state`` at one instant (``State.task_list``), so
     ingest may go on in its thread; read the tasks of the page with
-    ``State.read_tasks``.
+    ``State.read_tasks``.  With ``recent``, a newest-first page is taken from
+    it (see :class:`RecentTasks`) and costs what the page holds, not what
+    State holds.
     """
     test = query.predicate()
     stop = None if query.limit is None else query.offset + max(query.limit, 0)
+    if not query.sort_by and recent is not None:
+        for i, task in enumerate(_recent_matching(state, recent, test, stop)):
+            if i >= query.offset:
+                yield task.uuid, task
+        return
     tasks = state.task_list()
     if query.sort_by:
         field = query.sort_by.lstrip("-")
