@@ -83,6 +83,20 @@ def test_no_api_route_answers_5xx(client, route, values, body):
         json.loads(response.text)
 
 
+@pytest.mark.parametrize("body", [
+    {"queue": [""]},  # found by the fuzz: a list as the queue name was a 500
+    {"task_id": {"a": 1}},
+    {"args": "not a list"},
+    {"kwargs": [1]},
+    {"eta": "yesterday"},
+    {"countdown": "soon"},
+])
+def test_send_task_refuses_malformed_options_with_a_400(client, body):
+    response = client.post("/api/task/send-task/proj.add", json=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]
+
+
 @settings(scaled(200), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(page=st.sampled_from(PAGES), value=texts)

@@ -338,6 +338,9 @@ def _task_arguments(p: Params) -> tuple[list[Any], dict[str, Any], dict[str, Any
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise ApiError(400, f"Unknown option(s): {', '.join(unknown)}")
+    for name in ("queue", "task_id"):
+        if name in options and not isinstance(options[name], str):
+            raise ApiError(400, f"{name} must be a string")
     if "countdown" in options:
         options["countdown"] = p.number("countdown", float)
     for name in ("time_limit", "soft_time_limit"):

@@ -131,7 +131,7 @@ def _sort_key(field: str) -> Any:
 
 _last_key = operator.attrgetter("last_key")
 _first = operator.itemgetter(0)
-#: The first window of newest tasks a page looks in; doubled until it holds the page.
+#: The first window of newest tasks a page looks in; grown fourfold until it holds the page.
 FIRST_WINDOW = 64
 
 
