@@ -45,8 +45,10 @@ class RateHistory:
         return self._last is None or now - self._last[0] >= RATE_SAMPLE
 
 
-def worker_rows(state: Any) -> list[dict[str, Any]]:
-    """One row per worker, online first, with what its events say."""
+def worker_rows(state: Any, outcomes: dict[str, dict[str, int]] | None = None
+                ) -> list[dict[str, Any]]:
+    """One row per worker, online first, with what its events say (and its tasks'
+    outcomes, from :func:`_tally` unless given)."""
     def read() -> list[dict[str, Any]]:
         rows = []
         for hostname, w in dict.items(state.workers):
@@ -60,23 +62,24 @@ def worker_rows(state: Any) -> list[dict[str, Any]]:
         return rows
 
     rows = state.freeze_while(read)
-    by_worker = state.freeze_while(_outcomes_by_worker, state)
+    by_worker = outcomes if outcomes is not None else state.freeze_while(_tally, state)[1]
     for row in rows:
         row.update(by_worker.get(row["hostname"], {}))
     rows.sort(key=lambda r: (not r["online"], r["hostname"]))
     return rows
 
 
-def _outcomes_by_worker(state: Any) -> dict[str, dict[str, int]]:
+def _tally(state: Any) -> tuple[Counter[str], dict[str, dict[str, int]]]:
+    """Tasks by state, and each worker's outcomes, in one pass over the tasks."""
+    by_state: Counter[str] = Counter()
     out: dict[str, Counter[str]] = {}
     for task in dict.values(state.tasks):
-        worker = task.worker
-        host = getattr(worker, "hostname", None)
-        if host is None:
-            continue
-        out.setdefault(host, Counter())[task.state] += 1
-    return {host: {"succeeded": c[states.SUCCESS], "failed": c[states.FAILURE],
-                   "retried": c[states.RETRY]} for host, c in out.items()}
+        by_state[task.state] += 1
+        host = getattr(task.worker, "hostname", None)
+        if host is not None:
+            out.setdefault(host, Counter())[task.state] += 1
+    return by_state, {host: {"succeeded": c[states.SUCCESS], "failed": c[states.FAILURE],
+                             "retried": c[states.RETRY]} for host, c in out.items()}
 
 
 @dataclass
@@ -94,11 +97,11 @@ class Dashboard:
 
 def dashboard(monitor: Any) -> Dashboard:
     state = monitor.state
-    by_state = state.freeze_while(lambda: Counter(t.state for t in dict.values(state.tasks)))
+    by_state, outcomes = state.freeze_while(_tally, state)
     ok, health = monitor.health()
     source = monitor.source
     return Dashboard(
-        workers=worker_rows(state),
+        workers=worker_rows(state, outcomes),
         by_state={s: by_state[s] for s in _state_order(by_state)},
         rates=list(monitor.rates.points), events=source.event_count,
         skipped=dict(source.errors), reconnects=source.reconnects,
