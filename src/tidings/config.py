@@ -142,10 +142,22 @@ SETTINGS: dict[str, Setting] = {
                 "Seconds an unused receiver queue lives (x-expires)."),
         Setting("event_queue_exclusive", True, _to_bool, "Receiver queues are exclusive."),
         Setting("event_queue_durable", False, _to_bool, "Receiver queues are durable."),
+        Setting("event_queue_dead_letter", True, _to_bool,
+                "RabbitMQ: receiver queues dead-letter what they drop, so it is counted "
+                "as lost (ours)."),
+        Setting("event_queue_max_length", None, _to_opt_int,
+                "Events a receiver queue holds at most (x-max-length; the oldest go, "
+                "counted as lost; ours)."),
+        Setting("event_queue_max_length_bytes", None, _to_opt_int,
+                "Bytes a receiver queue holds at most (x-max-length-bytes; ours)."),
         Setting("event_serializer", "json", _to_str, "Serializer of published events."),
         Setting("event_outbound_buffer_limit", 10_000, _to_pos_int,
                 "Events a dispatcher keeps while the broker is unreachable (oldest dropped)."),
         Setting("worker_send_task_events", False, _to_bool, "Workers send task events (-E)."),
+        Setting("worker_events_confirm", False, _to_bool,
+                "RabbitMQ: workers publish events persistent and wait for the broker's "
+                "confirmation, so a durable queue or a stream survives a broker restart "
+                "(--events-confirm; ours)."),
         Setting("task_send_sent_event", False, _to_bool, "Clients send task-sent events."),
         Setting("task_default_queue", "celery", _to_str, "Queue of tasks sent without one."),
         Setting("task_time_limit", None, _to_opt_float,

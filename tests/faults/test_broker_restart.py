@@ -15,16 +15,20 @@ when they fail.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+import threading
 import time
+import uuid
 from contextlib import contextmanager
 
 import pytest
 
+from tests.cli.helpers import Running
 from tests.cli.proxy import Proxy
 from tests.faults.components import Components, send
-from tests.worker.helpers import cluster, wait_for
+from tests.worker.helpers import cluster, delete_queue, wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.broker_restart]
 
@@ -128,3 +132,57 @@ def test_a_broker_unreachable_for_the_first_ten_seconds(amqp_url, tmp_path):
         finally:
             comp.close()
             proxy.cut()
+
+
+def test_a_durable_queue_and_confirmed_events_lose_nothing_across_a_restart(amqp_url,
+                                                                          tmp_path):
+    """RabbitMQ restarted while tasks run: a worker with ``--events-confirm`` and a
+    ``--queue`` reader; every task's outcome reaches the reader, none is counted lost."""
+    name = f"tidings-test-confirm-{uuid.uuid4().hex[:8]}"
+    with restartable(amqp_url) as (stop, start), cluster(amqp_url, tmp_path) as c:
+        env = dict(c.env, TIDINGS_BROKER_URL=amqp_url)
+        worker = c.worker("-E", "--events-confirm", "-P", "threads", "-c", "2",
+                          name="confirm@test", env=env)
+        reader = Running(["events", "--json", "--queue", name], env, tmp_path, name="reader")
+        try:
+            reader.wait_ready()
+            sent: list[str] = []
+            done = threading.Event()
+
+            def feed() -> None:
+                for i in range(120):
+                    sent.append(send(c, i, 1, deadline=60))
+                    time.sleep(0.05)
+                done.set()
+
+            feeder = threading.Thread(target=feed, daemon=True)
+            feeder.start()
+            assert wait_for(lambda: len(sent) >= 30, 30)
+            assert stop()
+            time.sleep(OUTAGE)
+            assert start()
+            assert done.wait(120), len(sent)
+            outcome = lambda: {e["uuid"] for e in _events(reader.stdout)  # noqa: E731
+                               if e.get("type") == "task-succeeded"}
+            assert wait_for(lambda: set(sent) <= outcome(), 60), \
+                (len(set(sent) - outcome()), reader.stderr[-2000:], worker.log[-2000:])
+            assert "lost" in reader.stderr  # the outage was seen ...
+            assert reader.stop() == 0
+            assert "-> lost " not in reader.stderr, reader.stderr[-2000:]  # ... no event was
+        finally:
+            if reader.proc.poll() is None:
+                reader.stop()
+            delete_queue(amqp_url, name)
+            delete_queue(amqp_url, name + ".dead")
+
+
+def _events(text: str) -> list[dict]:
+    out = []
+    for line in text.splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict):
+            out.append(event)
+    return out

@@ -1,3 +1,4 @@
+import os
 import threading
 import uuid
 
@@ -7,6 +8,7 @@ from kombu.exceptions import OperationalError
 
 from tidings import App
 from tidings.events import EventDispatcher
+from tidings.protocol.loss import SENDER_HEADER, SEQUENCE_HEADER, read_sequence
 
 
 @pytest.fixture
@@ -55,13 +57,34 @@ def test_send_publishes_celery_shaped_message(app, conn):
     d.send("worker-online", freq=2.0, active=0)
     (message,) = read()
     assert message.delivery_info["routing_key"] == "worker.online"
-    assert message.headers == {"hostname": "w1@h"}
+    assert message.headers["hostname"] == "w1@h"  # Celery's header, and our sequence:
+    sender, _ = read_sequence(message.headers)
+    assert sender.startswith(f"w1@h/{os.getpid()}/") and set(message.headers) == {
+        "hostname", SENDER_HEADER, SEQUENCE_HEADER}
     assert message.properties["delivery_mode"] == 1
     assert message.content_type == "application/json"
     body = message.payload
     assert list(body) == ["hostname", "utcoffset", "pid", "clock", "freq", "active",
                           "timestamp", "type"]
     assert body["clock"] == app.clock.value
+
+
+def test_sequence_numbers_count_events_per_node_name_and_survive_a_new_dispatcher(app, conn):
+    read = drain(conn, app)
+    name = f"seq-{uuid.uuid4().hex[:8]}@h"
+    d = EventDispatcher(conn, hostname=name, app=app, buffer_group=["task"], buffer_limit=3)
+    d.send("worker-online")
+    for i in range(3):  # one task.multi message of 3 events
+        d.send("task-started", uuid=str(i))
+    real, d.producer = d.producer, FailingProducer()
+    d.send("worker-heartbeat")  # fails: buffered, and its number not spent
+    d.producer = real
+    d.flush()
+    again = EventDispatcher(conn, hostname=name, app=app)  # a worker's new dispatcher
+    again.send("worker-heartbeat")
+    numbers = [read_sequence(m.headers) for m in read()]
+    assert [seq for _, seq in numbers] == [0, 1, 4, 5]
+    assert len({sender for sender, _ in numbers}) == 1
 
 
 def test_disabled_and_filtered_sends_are_not_published(app, conn):

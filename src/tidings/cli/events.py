@@ -13,6 +13,7 @@ import inspect
 import logging
 import os
 import sys
+import time
 from typing import Any
 
 import click
@@ -24,6 +25,7 @@ from ..daemon import detach as daemonize
 from ..events.dumper import Dumper, EventFilter
 from ..events.ingest import format_causes
 from ..events.source import EventSource, open_source
+from ..events.subscription import Subscription
 from ..transport import Status
 from ..utils.rates import parse_rate
 from .common import (
@@ -35,6 +37,7 @@ from .common import (
     stop_on_signals,
     wait_for_broker,
 )
+from .subscribe import subscription_from, subscription_options
 
 logger = logging.getLogger("tidings.cli.events")
 logger.setLevel(logging.INFO)  # its "-> ..." progress lines show at the default level
@@ -84,6 +87,9 @@ def _check_umask(ctx: click.Context, param: click.Parameter, value: str | None) 
               help="Database URL for tidings.cameras.SQLCamera (default: a SQLite file).")
 @click.option("--retention", envvar="TIDINGS_CAMERA_RETENTION", metavar="DURATION",
               help="SQLCamera: delete rows older than this (e.g. 7d, 12h; default 7d).")
+@click.option("--stats-interval", type=float, callback=_check_positive, metavar="SECONDS",
+              help="--dump: a line on stderr every SECONDS with events received, "
+                   "skipped and lost.")
 @click.option("--max-tasks", type=int, callback=_check_positive,
               help="Tasks kept in memory (State bound, default 10000).")
 @click.option("--refresh", type=float, default=0.5, show_default=True,
@@ -97,16 +103,23 @@ def _check_umask(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--umask", callback=_check_umask, help="File creation mask, e.g. 022.")
 @click.option("--workdir", "daemon_workdir", type=click.Path(file_okay=False),
               help="Working directory of the detached camera.")
+@subscription_options
 @click.pass_obj
 def events(obj: Context, dump: bool, json_lines: bool, types: tuple[str, ...],
            hostnames: tuple[str, ...], task_names: tuple[str, ...], replay: str | None,
            camera: str | None, frequency: float, maxrate: str | None, db: str | None,
-           retention: str | None, max_tasks: int | None, refresh: float, detach: bool,
+           retention: str | None, stats_interval: float | None, max_tasks: int | None,
+           refresh: float, detach: bool,
            pidfile: str | None,
            logfile: str | None, uid: str | None, gid: str | None, umask: str | None,
-           daemon_workdir: str | None) -> None:
+           daemon_workdir: str | None, durable_queue: str | None, stream: str | None,
+           offset: str, stream_retention: str | None, stream_max_bytes: str | None) -> None:
     """Watch the cluster live, dump its events (--dump), or photograph it (--camera)."""
     event_filter = EventFilter(types, hostnames, task_names)
+    if replay and (durable_queue or stream):
+        raise click.UsageError("--replay reads a file: --queue and --stream do not apply")
+    subscription = subscription_from(obj.app, durable_queue, stream, offset,
+                                         stream_retention, stream_max_bytes)
     daemon_opts = {"--detach": detach, "--pidfile": pidfile, "--uid": uid, "--gid": gid,
                    "--umask": umask, "--workdir": daemon_workdir}
     dump = dump or json_lines
@@ -115,26 +128,30 @@ def events(obj: Context, dump: bool, json_lines: bool, types: tuple[str, ...],
         if given:
             verb = "applies" if len(given) == 1 else "apply"
             raise click.UsageError(f"{', '.join(given)} {verb} only with --camera")
+    if stats_interval and not dump:
+        raise click.UsageError("--stats-interval applies only with --dump or --json")
     if dump:
         set_process_title("tidings events:dump")
         if logfile:
             setup_logging(obj.loglevel, logfile)
-        return run_dump(obj, json_lines, event_filter, replay)
+        return run_dump(obj, json_lines, event_filter, replay, stats_interval, subscription)
     if camera:
         return run_camera(obj, camera, frequency, maxrate, db, retention, max_tasks,
                           event_filter, replay, detach=detach, pidfile=pidfile,
                           logfile=logfile, uid=uid, gid=gid, umask=umask,
-                          workdir=daemon_workdir)
-    return run_monitor(obj, max_tasks, event_filter, replay, refresh)
+                          workdir=daemon_workdir, subscription=subscription)
+    return run_monitor(obj, max_tasks, event_filter, replay, refresh, subscription)
 
 
 def _open_source(obj: Context, replay: str | None, event_filter: EventFilter,
-                 **kwargs: Any) -> EventSource:
-    return open_source(obj.app, replay, event_filter or None, **kwargs)
+                 subscription: Subscription | None, **kwargs: Any) -> EventSource:
+    return open_source(obj.app, replay, event_filter or None, subscription=subscription,
+                       **kwargs)
 
 
 def run_monitor(obj: Context, max_tasks: int | None, event_filter: EventFilter,
-                replay: str | None, refresh: float) -> None:
+                replay: str | None, refresh: float,
+                subscription: Subscription | None = None) -> None:
     if not (sys.stdout.isatty() and sys.stdin.isatty()):
         raise click.UsageError("the live monitor needs a terminal; to print events to a "
                                "file or a pipe, use --dump (or --json)")
@@ -142,7 +159,7 @@ def run_monitor(obj: Context, max_tasks: int | None, event_filter: EventFilter,
 
     set_process_title("tidings events:top")
     # A monitor waits for its broker (and says so on screen) instead of giving up.
-    source = _open_source(obj, replay, event_filter, connect_retries=None)
+    source = _open_source(obj, replay, event_filter, subscription, connect_retries=None)
     logging.getLogger().handlers.clear()  # logs would scribble over the screen
     logging.getLogger().addHandler(logging.NullHandler())
     run_top(obj.app, source, max_tasks=max_tasks, refresh=refresh)
@@ -153,21 +170,49 @@ def _status(status: Status) -> None:
 
 
 def run_dump(obj: Context, json_lines: bool, event_filter: EventFilter,
-             replay: str | None) -> None:
+             replay: str | None, stats_interval: float | None = None,
+             subscription: Subscription | None = None) -> None:
     dumper = Dumper(sys.stdout, json_lines=json_lines)  # the source filters
-    source = _open_source(obj, replay, event_filter)
+    source = _open_source(obj, replay, event_filter, subscription)
     stop = stop_on_signals()
+    on_tick = dumper.tick
+    if stats_interval:
+        on_tick = _StatsLine(source, stats_interval, dumper.tick)
     try:
         if not replay:
             click.echo("-> evdump: starting capture...", err=True)
         try:
-            source.run(dumper.on_event, stop, on_status=_status, on_tick=dumper.tick)
+            source.run(dumper.on_event, stop, on_status=_status, on_tick=on_tick)
         except OperationalError as exc:
             raise broker_unreachable(obj.app, exc) from exc
         if not replay:
             _report_skipped(source)
+            if source.losses:
+                click.echo(f"-> {_lost_text(source)}", err=True)
     finally:
         dumper.flush()
+
+
+def _lost_text(source: EventSource) -> str:
+    losses = source.losses
+    return f"lost {losses.total} events ({losses})" if losses else "lost 0 events"
+
+
+class _StatsLine:
+    """``on_tick``: the dumper's tick, and every ``interval`` seconds one line of counts."""
+
+    def __init__(self, source: EventSource, interval: float, tick: Any) -> None:
+        self.source, self.interval, self.tick = source, interval, tick
+        self.due = time.monotonic() + interval
+
+    def __call__(self) -> None:
+        self.tick()
+        now = time.monotonic()
+        if now >= self.due:
+            self.due = now + self.interval
+            source = self.source
+            click.echo(f"-> stats: received {source.event_count} events, skipped "
+                       f"{sum(source.errors.values())}, {_lost_text(source)}", err=True)
 
 
 def _report_skipped(source: EventSource) -> None:
@@ -209,7 +254,8 @@ def run_camera(obj: Context, camera: str, frequency: float, maxrate: str | None,
                db: str | None, retention: str | None, max_tasks: int | None,
                event_filter: EventFilter, replay: str | None, *, detach: bool,
                pidfile: str | None, logfile: str | None, uid: str | None, gid: str | None,
-               umask: str | None, workdir: str | None) -> None:
+               umask: str | None, workdir: str | None,
+               subscription: Subscription | None = None) -> None:
     app = obj.app
     cls = load_camera(camera)
     extra = _camera_kwargs(cls, db, retention)
@@ -250,7 +296,8 @@ def run_camera(obj: Context, camera: str, frequency: float, maxrate: str | None,
         raise CommandError(str(exc)) from exc
     set_process_title("tidings events:cam")
     try:
-        _run_camera(app, cls, frequency, maxrate, extra, max_tasks, event_filter, replay)
+        _run_camera(app, cls, frequency, maxrate, extra, max_tasks, event_filter, replay,
+                    subscription)
     finally:
         if pid_lock is not None:
             pid_lock.release()
@@ -258,13 +305,13 @@ def run_camera(obj: Context, camera: str, frequency: float, maxrate: str | None,
 
 def _run_camera(app: Any, cls: type, frequency: float, maxrate: str | None,
                 extra: dict[str, Any], max_tasks: int | None, event_filter: EventFilter,
-                replay: str | None) -> None:
+                replay: str | None, subscription: Subscription | None = None) -> None:
     state = app.events.State(**({"max_tasks_in_memory": max_tasks} if max_tasks else {}))
     try:
         cam = cls(state, app=app, freq=frequency, maxrate=maxrate, **extra)
     except Exception as exc:
         raise CommandError(f"cannot start camera {cls.__name__}: {exc}") from exc
-    source = open_source(app, replay, event_filter or None)
+    source = open_source(app, replay, event_filter or None, subscription=subscription)
     logger.info("-> evcam: Taking snapshots with %s.%s (every %s secs.)",
                 cls.__module__, cls.__qualname__, frequency)
     stop = stop_on_signals()
@@ -273,6 +320,8 @@ def _run_camera(app: Any, cls: type, frequency: float, maxrate: str | None,
         source.run(state.event, stop, on_status=lambda status: logger.info("-> %s", status))
         if source.errors and not replay:
             logger.warning("-> skipped malformed input (%s)", format_causes(source.errors))
+        if source.losses and not replay:
+            logger.warning("-> %s", _lost_text(source))
     finally:
         cam.cancel()
         timer = getattr(cam, "timer", None)

@@ -17,6 +17,7 @@ from ..metrics.labels import DEFAULT_MAX_LABEL_VALUES
 from ..metrics.queues import QUEUE_REFRESH_INTERVAL
 from ..metrics.server import DEFAULT_ADDRESS, DEFAULT_PORT
 from .common import CommandError, Context, set_process_title, stop_on_signals
+from .subscribe import subscription_from, subscription_options
 
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _RESERVED_LABELS = {"name", "hostname", "queue_name", "exception", "type", "cause", "label",
@@ -110,14 +111,18 @@ def _prefix(ctx: click.Context, param: click.Parameter, value: str) -> str:
               help="Seconds between refreshes of the queue figures.")
 @click.option("--accept-content", envvar=_env("ACCEPT_CONTENT", "ACCEPT_CONTENT"),
               metavar="TYPES", help="Content types to accept, comma separated (e.g. json).")
+@subscription_options
 @click.pass_obj
 def exporter(obj: Context, broker_url: str | None, address: str, port: int,
              buckets: tuple[float, ...], queue_wait_buckets: tuple[float, ...],
              worker_timeout: float, purge_offline_worker_metrics: float,
              generic_hostname_task_sent_metric: bool, queues: tuple[str, ...],
              metric_prefix: str, static_labels: dict[str, str], max_tasks: int,
-             max_label_values: int, queue_interval: float, accept_content: str | None) -> None:
+             max_label_values: int, queue_interval: float, accept_content: str | None,
+             durable_queue: str | None, stream: str | None, offset: str,
+             stream_retention: str | None, stream_max_bytes: str | None) -> None:
     """Serve Prometheus metrics (/metrics, /health) about the cluster's tasks and workers."""
+    from ..events.source import BrokerSource
     from ..metrics import ClusterMetrics, Exporter
 
     app = obj.app
@@ -125,6 +130,8 @@ def exporter(obj: Context, broker_url: str | None, address: str, port: int,
         app.conf.broker_url = broker_url
     if accept_content:
         app.conf.accept_content = accept_content
+    subscription = subscription_from(app, durable_queue, stream, offset, stream_retention,
+                                     stream_max_bytes)
     state = app.events.State(max_tasks_in_memory=max_tasks)
     metrics = ClusterMetrics(
         state, prefix=metric_prefix, buckets=buckets, queue_wait_buckets=queue_wait_buckets,
@@ -133,7 +140,9 @@ def exporter(obj: Context, broker_url: str | None, address: str, port: int,
         worker_timeout=worker_timeout, purge_offline_after=purge_offline_worker_metrics)
     try:
         server = Exporter(app, metrics, queues=queues, address=address, port=port,
-                          queue_interval=queue_interval)
+                          queue_interval=queue_interval,
+                          source=BrokerSource(app, connect_retries=None,
+                                              subscription=subscription))
     except OSError as exc:
         raise CommandError(f"cannot listen on {address}:{port}: {exc.strerror or exc}") from exc
     set_process_title("tidings exporter")

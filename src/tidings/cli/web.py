@@ -14,6 +14,7 @@ import click
 
 from ..web.monitor import DEFAULT_ADDRESS, DEFAULT_PORT
 from .common import CommandError, Context, set_process_title, stop_on_signals
+from .subscribe import subscription_from, subscription_options
 
 SECRET_OPTIONS = ("--basic-auth", "--basic_auth", "--api-token", "--api_token")
 
@@ -55,11 +56,15 @@ def _prefix(ctx: click.Context, param: click.Parameter, value: str | None) -> st
               envvar=_env("CERTFILE"), help="TLS certificate (with --keyfile): serve HTTPS.")
 @click.option("--keyfile", type=click.Path(exists=True, dir_okay=False),
               envvar=_env("KEYFILE"), help="TLS private key.")
+@subscription_options
 @click.pass_obj
 def web(obj: Context, address: str, port: int, url_prefix: str, basic_auth: str | None,
         api_token: str | None, read_only: bool, max_tasks: int, max_workers: int,
-        certfile: str | None, keyfile: str | None) -> None:
+        certfile: str | None, keyfile: str | None, durable_queue: str | None,
+        stream: str | None, offset: str, stream_retention: str | None,
+        stream_max_bytes: str | None) -> None:
     """Serve the web monitor: live pages and Flower's REST API."""
+    from ..events.source import BrokerSource
     from ..web import Access, WebMonitor, WebOptions, parse_users
 
     if bool(certfile) != bool(keyfile):
@@ -74,7 +79,11 @@ def web(obj: Context, address: str, port: int, url_prefix: str, basic_auth: str 
     options = WebOptions(address=address, port=port, url_prefix=url_prefix,
                          max_tasks=max_tasks, max_workers=max_workers, certfile=certfile,
                          keyfile=keyfile)
-    monitor = WebMonitor(obj.app, access, options)
+    subscription = subscription_from(obj.app, durable_queue, stream, offset,
+                                     stream_retention, stream_max_bytes)
+    monitor = WebMonitor(obj.app, access, options,
+                         source=BrokerSource(obj.app, connect_retries=None,
+                                             subscription=subscription))
     set_process_title("tidings web", SECRET_OPTIONS)
     stop = stop_on_signals()
     if address not in ("127.0.0.1", "::1", "localhost") and not access.protected:

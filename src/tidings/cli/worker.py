@@ -53,11 +53,15 @@ def _autoscale(value: str | None) -> tuple[int, int] | None:
                    "(threads and prefork pools).")
 @click.option("--prefetch-multiplier", type=click.IntRange(min=1), default=4,
               show_default=True, help="Messages reserved per pool slot.")
+@click.option("--events-confirm", is_flag=True, default=None,
+              help="RabbitMQ: send events persistent, each confirmed by the broker, so "
+                   "that a --queue or --stream reader loses none across a broker restart.")
 @click.pass_obj
 def worker(obj: Context, task_events: bool | None, hostname: str | None,
            concurrency: int | None, pool: str, queues: list[str], loglevel: str | None,
            without_heartbeat: bool, heartbeat_interval: float,
-           autoscale: tuple[int, int] | None, prefetch_multiplier: int) -> None:
+           autoscale: tuple[int, int] | None, prefetch_multiplier: int,
+           events_confirm: bool | None) -> None:
     """Consume task messages and run them; -E also sends task events."""
     from ..worker import Worker
 
@@ -66,6 +70,8 @@ def worker(obj: Context, task_events: bool | None, hostname: str | None,
     logging.getLogger("tidings.worker").setLevel(logging.INFO if not loglevel
                                                  else loglevel.upper())
     app = obj.app
+    if events_confirm:
+        app.conf.worker_events_confirm = True
     if not app.tasks:
         click.echo("Warning: the app registers no task (-A MODULE with @app.task functions)",
                    err=True)

@@ -11,7 +11,13 @@ Differences from Celery, each a fix of a way Celery loses or corrupts events:
 * :meth:`extend_buffer` carries the group buffers (pending ``task.multi``
   batches) as well as the outbound buffer, so a reconnect loses nothing;
 * every mutable part (enabled flag, groups, buffers) is guarded by one
-  re-entrant lock, so remote control can toggle groups from another thread.
+  re-entrant lock, so remote control can toggle groups from another thread;
+* every message carries a per-sender sequence number in its headers (the
+  body is Celery's), so that receivers count the events that never reached
+  them (:mod:`tidings.protocol.loss`); the numbers belong to the node name
+  in this process, not to one dispatcher, so a worker that replaces its
+  dispatcher on reconnect goes on counting, and :meth:`extend_buffer` carries
+  the drop counters over with the events.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -39,6 +46,7 @@ from ..protocol.events import (
     routing_key_for,
 )
 from ..protocol.events import utcoffset as _utcoffset
+from ..protocol.loss import SENDER_HEADER, SEQUENCE_HEADER
 from ..transport import connection_from_settings, get_exchange
 from ..utils.nodenames import anon_nodename
 
@@ -51,6 +59,43 @@ logger = logging.getLogger("tidings.events.dispatcher")
 
 #: Transports on which events cannot be sent (Celery disables them on SQL).
 DISABLED_TRANSPORTS = frozenset({"sql"})
+
+
+class _Sequence:
+    """The sequence numbers of one sender: a node name in this process.
+
+    ``next`` only moves past a message once the broker took it, under
+    ``lock``, so a message that failed and is sent again later keeps the
+    receiver's count exact.
+    """
+
+    __slots__ = ("lock", "next", "sender")
+
+    def __init__(self, hostname: str) -> None:
+        self.sender = f"{hostname}/{os.getpid()}/{uuid.uuid4().hex[:12]}"
+        self.next = 0
+        self.lock = threading.Lock()
+
+
+_sequences: dict[str, _Sequence] = {}
+_sequences_lock = threading.Lock()
+
+
+def _sequence_for(hostname: str) -> _Sequence:
+    with _sequences_lock:
+        seq = _sequences.get(hostname)
+        if seq is None:
+            seq = _sequences[hostname] = _Sequence(hostname)
+        return seq
+
+
+def _forget_sequences() -> None:  # a forked child is a sender of its own
+    global _sequences_lock
+    _sequences.clear()
+    _sequences_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_sequences)
 
 
 def Event(type: str, _fields: dict | None = None, __dict__: type = dict,
@@ -122,6 +167,7 @@ class EventDispatcher:
         #: Counters: sent, buffered, dropped_overflow, dropped_poison, dropped_closed.
         self.stats: Counter[str] = Counter()
         self.headers = {"hostname": self.hostname}
+        self.sequence = _sequence_for(self.hostname)
         self.pid = os.getpid()
         exchange_conn = self.connection or connection_from_settings(conf)
         self.exchange = get_exchange(exchange_conn, conf.event_exchange)
@@ -240,19 +286,24 @@ class EventDispatcher:
                 self._drop_poison(event, routing_key, exc)
                 return None
             options = {"content_type": "application/json", "content_encoding": "utf-8"}
+        count = len(event) if isinstance(event, list) else 1
+        seq = self.sequence
         try:
-            result = producer.publish(
-                body,
-                routing_key=routing_key,
-                exchange=self.exchange.name,
-                retry=retry,
-                retry_policy=retry_policy,
-                declare=[self.exchange],
-                headers=self.headers,
-                delivery_mode=self.delivery_mode,
-                **options,
-                **kwargs,
-            )
+            with seq.lock:
+                result = producer.publish(
+                    body,
+                    routing_key=routing_key,
+                    exchange=self.exchange.name,
+                    retry=retry,
+                    retry_policy=retry_policy,
+                    declare=[self.exchange],
+                    headers={**self.headers, SENDER_HEADER: seq.sender,
+                             SEQUENCE_HEADER: seq.next},
+                    delivery_mode=self.delivery_mode,
+                    **options,
+                    **kwargs,
+                )
+                seq.next += count
         except EncodeError as exc:
             self._drop_poison(event, routing_key, exc)
             return None
@@ -261,7 +312,7 @@ class EventDispatcher:
                 raise
             self._buffer_outbound(event, routing_key)
             return None
-        self.stats["sent"] += len(event) if isinstance(event, list) else 1
+        self.stats["sent"] += count
         return result
 
     def _drop_poison(self, event: Any, routing_key: str, exc: Exception) -> None:
@@ -308,7 +359,9 @@ class EventDispatcher:
             other._outbound_buffer.clear()
             for buf in other._group_buffer.values():
                 buf.clear()
+            stats = Counter(other.stats)
         with self.mutex:
+            self.stats.update(stats)
             for event, routing_key in outbound:
                 self._buffer_outbound(event, routing_key)
             for group, events in grouped.items():
@@ -316,6 +369,12 @@ class EventDispatcher:
                     self._group_buffer.setdefault(group, []).extend(events)
                 else:
                     self._buffer_outbound(events, multi_routing_key(group))
+
+    @property
+    def dropped(self) -> int:
+        """Events this sender dropped itself (buffer overflow, not serialisable): what
+        its heartbeats report, since no receiver can see them missing."""
+        return self.stats["dropped_overflow"] + self.stats["dropped_poison"]
 
     @property
     def failed_sends(self) -> int:

@@ -13,6 +13,10 @@ through them every ``tidings events`` mode and monitor) runs the same steps:
 Causes: ``not-json``, ``content-disallowed``, ``not-an-object``,
 ``missing-type``, ``missing-field``, ``null-clock``, ``bad-field-type``,
 ``handler-error``, ``wakeup-failed``.
+
+Beside the skipped input, the pipeline holds the :class:`~tidings.events.loss.LossAccount`
+of the events that never arrived: the receiver feeds it what the message
+headers say, and the pipeline the counts workers report in their events.
 """
 
 from __future__ import annotations
@@ -25,11 +29,14 @@ from collections.abc import Callable
 from typing import Any
 
 from ..protocol.clock import stamp_received
-from ..protocol.events import CLIENT_CLOCK_SKEW, InvalidEvent, validate_event
+from ..protocol.events import CLIENT_CLOCK_SKEW, WORKER_GROUP, InvalidEvent, validate_event
+from .loss import LossAccount
 
 __all__ = ["Dispatch", "EventPipeline", "format_causes"]
 
 logger = logging.getLogger("tidings.events.receiver")
+
+_WORKER_PREFIX = f"{WORKER_GROUP}-"
 
 #: ``dispatch(type, event)``: what the pipeline hands each good event to.
 Dispatch = Callable[[str, dict[str, Any]], Any]
@@ -60,6 +67,8 @@ class EventPipeline:
         self.event_count = 0
         #: Of those, the ones ``dispatch`` took without raising.
         self.handled = 0
+        #: Events that never arrived, by cause.
+        self.losses = LossAccount()
         self._logged_causes: set[str] = set()
 
     # -- feeding -------------------------------------------------------------------------
@@ -85,6 +94,8 @@ class EventPipeline:
         else:
             type_ = event["type"]
             event.setdefault("local_received", event.get("timestamp"))
+        if type_.startswith(_WORKER_PREFIX):
+            self.losses.worker_event(event)
         self.event_count += 1
         try:
             self.dispatch(type_, event)

@@ -13,6 +13,11 @@ Differences from Celery:
   ``task-sent``), a field of the wrong type, or a handler that raises: each
   is skipped, counted in :attr:`EventReceiver.errors` under its cause, and
   logged once per cause.  One bad element of a batch does not lose the rest.
+* Events that never arrived are counted, by cause, in :attr:`EventReceiver.lost`:
+  gaps in Tidings senders' sequence numbers, and on RabbitMQ what the queue
+  itself dropped (its message TTL, ``event_queue_max_length``), which it
+  dead-letters to a queue of its own that the receiver also reads
+  (``event_queue_dead_letter``; see :mod:`tidings.events.loss`).
 * Timestamps are epoch seconds and are left alone.  Celery shifts them by
   the difference between the sender's and the receiver's UTC offsets, which
   moves every event of a sender in another time zone by hours; the sender's
@@ -35,8 +40,18 @@ from ..config import default_settings
 from ..control import broadcast
 from ..protocol.clock import default_clock
 from ..protocol.events import CLIENT_CLOCK_SKEW
-from ..transport import connection_from_settings, event_queue, get_exchange
+from ..protocol.loss import read_sequence
+from ..transport import (
+    DEAD_LETTER_DRIVERS,
+    connection_from_settings,
+    dead_letter_queue,
+    event_queue,
+    event_stream,
+    get_exchange,
+    named_event_queue,
+)
 from .ingest import EventPipeline
+from .subscription import Subscription
 
 if TYPE_CHECKING:
     from ..app import App
@@ -56,6 +71,10 @@ class EventReceiver(ConsumerMixin):
     declared with the app's ``event_queue_*`` settings unless overridden.
     Without an app, the settings come from the environment and the clock is
     the process's default one.
+
+    ``subscription`` (ours): read from a durable queue or a RabbitMQ stream
+    instead (see :mod:`tidings.events.subscription`); events are then
+    acknowledged once applied.
 
     ``pipeline`` (ours): an :class:`~tidings.events.ingest.EventPipeline` to
     feed instead of one of the receiver's own (which dispatches to
@@ -83,6 +102,7 @@ class EventReceiver(ConsumerMixin):
         *,
         pipeline: EventPipeline | None = None,
         on_tick: Callable[[], Any] | None = None,
+        subscription: Subscription | None = None,
     ) -> None:
         self.app = app
         self.conf = conf = app.conf if app is not None else default_settings()
@@ -96,8 +116,10 @@ class EventReceiver(ConsumerMixin):
         self.routing_key = routing_key
         self.node_id = node_id or str(_uuid.uuid4())
         self.queue_prefix = queue_prefix or conf.event_queue_prefix
-        self.exchange = get_exchange(
-            self.connection or connection_from_settings(conf), conf.event_exchange)
+        conn = self.connection or connection_from_settings(conf)
+        self.exchange = get_exchange(conn, conf.event_exchange)
+        dead_letter = (conf.get("event_queue_dead_letter", True)
+                       and conn.transport.driver_type in DEAD_LETTER_DRIVERS)
         self.queue = event_queue(
             f"{self.queue_prefix}.{self.node_id}",
             self.exchange,
@@ -106,7 +128,28 @@ class EventReceiver(ConsumerMixin):
             expires=conf.event_queue_expires if queue_expires is None else queue_expires,
             exclusive=conf.event_queue_exclusive if queue_exclusive is None else queue_exclusive,
             durable=conf.event_queue_durable if queue_durable is None else queue_durable,
+            dead_letter=dead_letter,
+            max_length=conf.get("event_queue_max_length"),
+            max_length_bytes=conf.get("event_queue_max_length_bytes"),
         )
+        self.subscription = subscription = subscription or Subscription()
+        subscription.check(conn.transport.driver_type)
+        if subscription.queue:
+            self.queue = named_event_queue(
+                subscription.queue, self.exchange, routing_key,
+                ttl=queue_ttl, expires=queue_expires, dead_letter=dead_letter,
+                max_length=conf.get("event_queue_max_length"),
+                max_length_bytes=conf.get("event_queue_max_length_bytes"))
+        elif subscription.stream:
+            dead_letter = False  # a stream drops nothing of its own accord
+            self.queue = event_stream(subscription.stream, self.exchange, routing_key,
+                                      max_age=subscription.max_age_argument,
+                                      max_bytes=subscription.max_bytes,
+                                      offset=subscription.offset)
+        #: Where the queue's dropped messages go to be counted (RabbitMQ), or None.
+        self.dead_queue = dead_letter_queue(self.queue) if dead_letter else None
+        #: The stream offset of the last message applied (``--stream``), or None.
+        self.last_offset: int | None = None
         self.clock = app.clock if app is not None else default_clock()
         self.adjust_clock = self.clock.adjust
         self.forward_clock = self.clock.forward
@@ -120,6 +163,11 @@ class EventReceiver(ConsumerMixin):
     def errors(self) -> Counter[str]:
         """Skipped input, by cause (see :mod:`tidings.events.ingest`)."""
         return self.pipeline.errors
+
+    @property
+    def lost(self) -> Counter[str]:
+        """Events that never reached this receiver, by cause (see :mod:`tidings.events.loss`)."""
+        return self.pipeline.losses.lost
 
     @property
     def event_count(self) -> int:
@@ -137,8 +185,19 @@ class EventReceiver(ConsumerMixin):
     # -- consuming -----------------------------------------------------------------------
 
     def get_consumers(self, Consumer: type[Consumer], channel: Any) -> list[Consumer]:
-        return [Consumer(queues=[self.queue], callbacks=[self._receive], no_ack=True,
-                         accept=self.accept)]
+        consumers = []
+        if self.dead_queue is not None:  # declared first: the queue names it
+            consumers.append(Consumer(queues=[self.dead_queue], on_message=self._dead,
+                                      no_ack=True, accept=self.accept))
+        sub = self.subscription
+        if sub.durable:  # acknowledged once applied; a bounded number in flight
+            consumers.append(Consumer(queues=[self.queue], callbacks=[self._receive_acked],
+                                      no_ack=False, accept=self.accept,
+                                      prefetch_count=sub.prefetch))
+        else:
+            consumers.append(Consumer(queues=[self.queue], callbacks=[self._receive],
+                                      no_ack=True, accept=self.accept))
+        return consumers
 
     def on_consume_ready(self, connection: Connection, channel: Any, consumers: Any,
                          wakeup: bool = True, **kwargs: Any) -> None:
@@ -185,7 +244,28 @@ class EventReceiver(ConsumerMixin):
         except Exception:
             pass
 
+    def _receive_acked(self, body: Any, message: Any) -> None:
+        try:
+            self._receive(body, message)
+        finally:  # a handler that raised was counted: the event is not retried forever
+            message.ack()
+        offset = message.headers.get("x-stream-offset") if message.headers else None
+        if isinstance(offset, int) and not isinstance(offset, bool):
+            self.last_offset = offset
+
+    def _dead(self, message: Any) -> None:
+        """A message our queue dropped: count its events as lost, by the broker's reason."""
+        try:
+            body = message.decode()
+        except Exception:  # counted all the same: it was an event message
+            body = None
+        self.pipeline.losses.dead_letter(message.headers,
+                                         len(body) if isinstance(body, list) else 1)
+
     def _receive(self, body: Any, message: Any) -> None:
+        sequence = read_sequence(getattr(message, "headers", None))
+        if sequence is not None:
+            self.pipeline.losses.sequence(*sequence, len(body) if isinstance(body, list) else 1)
         self.pipeline.feed(body)
 
     def _dispatch(self, type_: str, event: dict[str, Any]) -> None:

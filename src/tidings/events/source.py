@@ -29,7 +29,9 @@ from kombu import Connection
 from ..transport import Link, Reconnector, Status, first_connect_retries, redact_url
 from .ingest import EventPipeline
 from .log import replay_into
+from .loss import LossAccount
 from .receiver import EventReceiver
+from .subscription import Subscription
 
 if TYPE_CHECKING:
     from ..app import App
@@ -47,7 +49,7 @@ class EventSource:
 
     Attributes every source has: ``label`` (what to call it on screen),
     ``live`` (whether workers can be reached through it, e.g. to revoke),
-    ``errors``, ``event_count`` and ``status``.
+    ``errors``, ``losses``, ``event_count`` and ``status``.
     """
 
     label = ""
@@ -67,6 +69,11 @@ class EventSource:
     @property
     def event_count(self) -> int:
         return self.pipeline.event_count
+
+    @property
+    def losses(self) -> LossAccount:
+        """Events that never arrived, by cause (:mod:`tidings.events.loss`)."""
+        return self.pipeline.losses
 
     @property
     def reconnects(self) -> int:
@@ -118,9 +125,12 @@ class BrokerSource(EventSource):
 
     def __init__(self, app: App, event_filter: Callable[[dict], bool] | None = None, *,
                  wakeup: bool = True,
-                 connect_retries: int | object | None = FROM_SETTINGS) -> None:
+                 connect_retries: int | object | None = FROM_SETTINGS,
+                 subscription: Subscription | None = None) -> None:
         super().__init__(app.clock, event_filter)
         self.app = app
+        #: Where events are read (a transient queue unless ``--queue``/``--stream``).
+        self.subscription = subscription or Subscription()
         self.wakeup = wakeup
         self.connect_retries = (first_connect_retries(app.conf)
                                 if connect_retries is FROM_SETTINGS else connect_retries)
@@ -142,9 +152,14 @@ class BrokerSource(EventSource):
 
         def session(conn: Connection) -> None:
             receiver = _LiveReceiver(conn, app=self.app, pipeline=self.pipeline,
-                                     loop=loop, on_tick=on_tick)
-            for _ in receiver.itercapture(limit=None, timeout=None, wakeup=self.wakeup):
-                pass
+                                     loop=loop, on_tick=on_tick,
+                                     subscription=self.subscription)
+            try:
+                for _ in receiver.itercapture(limit=None, timeout=None, wakeup=self.wakeup):
+                    pass
+            finally:  # a stream read again after a reconnect goes on after what it applied
+                if receiver.last_offset is not None:
+                    self.subscription = self.subscription.after(receiver.last_offset)
 
         loop.run(session)
 
@@ -162,7 +177,9 @@ class _LiveReceiver(EventReceiver):
     def on_consume_ready(self, connection: Connection, channel: Any, consumers: Any,
                          **kwargs: Any) -> None:
         super().on_consume_ready(connection, channel, consumers, **kwargs)
-        self.loop.report(Link.CONNECTED, f"connected to {self.loop.label}, receiving events")
+        where = f" from {self.subscription.label}" if self.subscription.durable else ""
+        self.loop.report(Link.CONNECTED,
+                         f"connected to {self.loop.label}, receiving events{where}")
 
     def on_iteration(self) -> None:
         if self.loop.stop.is_set():
@@ -195,8 +212,10 @@ class ReplaySource(EventSource):
 def open_source(app: App, replay: str | Path | None = None,
                 event_filter: Callable[[dict], bool] | None = None, *,
                 connect_retries: int | object | None = FROM_SETTINGS,
-                wakeup: bool = True) -> EventSource:
+                wakeup: bool = True,
+                subscription: Subscription | None = None) -> EventSource:
     """The source a command asked for: ``replay`` names a file, else the app's broker."""
     if replay:
         return ReplaySource(replay, app.clock, event_filter)
-    return BrokerSource(app, event_filter, wakeup=wakeup, connect_retries=connect_retries)
+    return BrokerSource(app, event_filter, wakeup=wakeup, connect_retries=connect_retries,
+                        subscription=subscription)

@@ -25,7 +25,7 @@ Differences, each on purpose:
 * ``celery_task_queue_wait_time``: seconds from ``task-sent`` to
   ``task-started`` (tasks with an ETA are left out);
 * the monitor's own health under ``tidings_``: events received by type,
-  skipped input by cause, receive lag, tasks and workers held, reconnects,
+  skipped input by cause, events lost by cause, receive lag, tasks and workers held, reconnects,
   seconds since the last event;
 * no ``*_created`` samples (in the text format each would be one more
   series per label set in Prometheus, for a timestamp nobody graphs).
@@ -56,6 +56,7 @@ from prometheus_client.utils import floatToGoString
 
 from ..events.state import State
 from ..protocol.events import TASK_EVENT_TYPES, WORKER_GROUP
+from ..protocol.loss import LOSS_CAUSES
 from ..protocol.tasks import DEFAULT_QUEUE
 from .labels import DEFAULT_MAX_LABEL_VALUES, LabelGuard
 
@@ -485,11 +486,18 @@ class _Exposition:
         reconnects = CounterMetricFamily("tidings_reconnects",
                                          "Times the monitor reconnected to the broker.",
                                          labels=keys)
+        lost = CounterMetricFamily(
+            "tidings_events_lost", "Events that never reached this monitor, by cause "
+            "(see docs/loss.md; 'disconnected' is an estimate).", labels=["cause", *keys])
         if source is not None:
             for cause, count in sorted(dict(source.errors).items()):
                 skipped.add_metric([str(cause), *values], count)
+        losses = source.losses.lost if source is not None else {}
+        for cause in LOSS_CAUSES:  # every cause, 0 included, so that rate() works at once
+            lost.add_metric([cause, *values], losses.get(cause, 0))
         reconnects.add_metric(values, source.reconnects if source is not None else 0)
         yield skipped
+        yield lost
         yield reconnects
         for name, doc, value in (
                 ("tidings_state_tasks", "Tasks held in the monitor's State.",

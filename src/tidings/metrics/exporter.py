@@ -34,6 +34,7 @@ def source_health(source: EventSource) -> tuple[bool, dict[str, Any]]:
         "connection": status.link.value if status is not None else "connecting",
         "detail": status.text if status is not None else "",
         "events": source.event_count,
+        "lost": source.losses.as_dict(),
         "reconnects": source.reconnects,
     }
 

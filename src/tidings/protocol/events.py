@@ -33,9 +33,11 @@ HEARTBEAT_EXPIRE_WINDOW = 200  # percent of freq
 HEARTBEAT_DRIFT_MAX = 16  # seconds
 REMOTE_HEARTBEAT_FREQ = 5
 
-#: Dispatcher defaults (Celery 5.7).
+#: Dispatcher defaults (Celery 5.7): events are transient messages.
 BUFFER_LIMIT = 24
 DELIVERY_MODE = 1
+#: ... unless a worker is asked to keep them across a broker restart (ours).
+PERSISTENT = 2
 
 #: Event groups whose names other layers need: task events are batched and
 #: switched by ``enable_events``/``disable_events``; worker events are not.

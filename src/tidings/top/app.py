@@ -398,6 +398,9 @@ class TopApp(TextualApp):
                     + (f" ({', '.join(f'{k} {v}' for k, v in sorted(errors.items()))})"
                        if skipped else ""),
                     style="yellow" if skipped else "dim")
+        losses = self.source.losses if self.source is not None else None
+        if losses:
+            text.append(f"  lost: {losses.total:,} ({losses})", style="bold red")
         return text
 
     def _title_text(self) -> Text:

@@ -27,9 +27,20 @@ from .reconnect import (
     Status,
     first_connect_retries,
 )
-from .topology import FANOUT_DRIVERS, control_mailbox, event_queue, get_exchange, task_queue
+from .topology import (
+    DEAD_LETTER_DRIVERS,
+    FANOUT_DRIVERS,
+    control_mailbox,
+    dead_letter_queue,
+    event_queue,
+    event_stream,
+    get_exchange,
+    named_event_queue,
+    task_queue,
+)
 
 __all__ = [
+    "DEAD_LETTER_DRIVERS",
     "EMBEDDED_SCHEME",
     "FANOUT_DRIVERS",
     "FIRST_CONNECT_RETRIES",
@@ -42,12 +53,15 @@ __all__ = [
     "connection_for",
     "connection_from_settings",
     "control_mailbox",
+    "dead_letter_queue",
     "default_data_dir",
     "embedded_folder",
     "event_queue",
+    "event_stream",
     "first_connect_retries",
     "get_exchange",
     "is_embedded",
+    "named_event_queue",
     "redact_url",
     "task_queue",
 ]

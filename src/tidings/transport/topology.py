@@ -17,12 +17,21 @@ from kombu import Connection, Exchange, Queue
 from kombu.pidbox import Mailbox
 
 from ..config import ImproperlyConfigured
+from ..protocol.loss import DEAD_LETTER_SUFFIX
 
-__all__ = ["FANOUT_DRIVERS", "control_mailbox", "event_queue", "get_exchange", "task_queue"]
+__all__ = ["DEAD_LETTER_DRIVERS", "DEAD_LETTER_QUEUE_LIMIT", "FANOUT_DRIVERS",
+           "control_mailbox", "dead_letter_queue", "event_queue", "event_stream",
+           "get_exchange", "named_event_queue", "task_queue"]
 
 #: Transports whose exchanges must be ``fanout`` to broadcast (kombu maps
 #: fanout onto Redis PUB/SUB; a topic exchange there would queue, not publish).
 FANOUT_DRIVERS = frozenset({"redis", "gcpubsub"})
+#: Transports whose queues can dead-letter what they drop (RabbitMQ's extension).
+DEAD_LETTER_DRIVERS = frozenset({"amqp"})
+#: Messages a receiver's dead-letter queue holds at most: they are only counted,
+#: quickly, but a receiver that stopped reading must not make the broker hold
+#: an unbounded pile (past this, the oldest go uncounted).
+DEAD_LETTER_QUEUE_LIMIT = 1_000_000
 
 
 def get_exchange(conn: Connection | None, name: str = "celeryev") -> Exchange:
@@ -42,8 +51,16 @@ def event_queue(
     expires: float | None = 60.0,
     exclusive: bool = True,
     durable: bool = False,
+    dead_letter: bool = False,
+    max_length: int | None = None,
+    max_length_bytes: int | None = None,
 ) -> Queue:
-    """A receiver queue bound to the event exchange (Celery's declaration)."""
+    """A receiver queue bound to the event exchange (Celery's declaration).
+
+    Ours: ``dead_letter`` sends what the queue drops (TTL, length limits) to
+    :func:`dead_letter_queue`, where the receiver counts it; ``max_length``
+    and ``max_length_bytes`` bound the queue (the oldest messages go first).
+    """
     if exclusive and durable:
         raise ImproperlyConfigured(
             "event_queue_exclusive and event_queue_durable cannot both be true: "
@@ -58,6 +75,69 @@ def event_queue(
         exclusive=exclusive,
         message_ttl=ttl,
         expires=expires,
+        max_length=max_length,
+        max_length_bytes=max_length_bytes,
+        queue_arguments=({"x-dead-letter-exchange": _dead_letter_exchange(exchange).name,
+                          "x-dead-letter-routing-key": name} if dead_letter else None),
+    )
+
+
+def named_event_queue(name: str, exchange: Exchange, routing_key: str = "#", *,
+                      ttl: float | None = None, expires: float | None = None,
+                      dead_letter: bool = False, max_length: int | None = None,
+                      max_length_bytes: int | None = None) -> Queue:
+    """A receiver queue that outlives its receiver (ours: ``--queue NAME``).
+
+    Durable, neither exclusive nor auto-deleted, with no TTL or expiry unless
+    asked: events wait in it while the monitor is down or restarting, and a
+    monitor started again with the same name goes on where it stopped.
+    """
+    return Queue(
+        name, exchange=exchange, routing_key=routing_key, durable=True, auto_delete=False,
+        exclusive=False, message_ttl=ttl, expires=expires, max_length=max_length,
+        max_length_bytes=max_length_bytes,
+        queue_arguments=({"x-dead-letter-exchange": _dead_letter_exchange(exchange).name,
+                          "x-dead-letter-routing-key": name} if dead_letter else None),
+    )
+
+
+def event_stream(name: str, exchange: Exchange, routing_key: str = "#", *,
+                 max_age: str | None = None, max_bytes: int | None = None,
+                 offset: Any = "next") -> Queue:
+    """A RabbitMQ stream bound to the event exchange (ours: ``--stream NAME``).
+
+    A stream is an append-only log that every reader reads from an offset of
+    its own without consuming it (``offset``: ``first``, ``last``, ``next``, a
+    number or a datetime); ``max_age`` (RabbitMQ's units: ``24h``, ``7D``) and
+    ``max_bytes`` bound what it keeps.
+    """
+    arguments: dict[str, Any] = {"x-queue-type": "stream"}
+    if max_age:
+        arguments["x-max-age"] = max_age
+    if max_bytes:
+        arguments["x-max-length-bytes"] = max_bytes
+    return Queue(name, exchange=exchange, routing_key=routing_key, durable=True,
+                 auto_delete=False, exclusive=False, queue_arguments=arguments,
+                 consumer_arguments={"x-stream-offset": offset})
+
+
+def _dead_letter_exchange(exchange: Exchange) -> Exchange:
+    return Exchange(exchange.name + DEAD_LETTER_SUFFIX, type="direct", durable=True,
+                    auto_delete=False)
+
+
+def dead_letter_queue(queue: Queue) -> Queue:
+    """Where ``queue`` (an :func:`event_queue` with ``dead_letter``) sends what it drops:
+    a queue of its own name plus the suffix, living and dying with it."""
+    return Queue(
+        queue.name + DEAD_LETTER_SUFFIX,
+        exchange=_dead_letter_exchange(queue.exchange),
+        routing_key=queue.name,
+        durable=queue.durable,
+        auto_delete=queue.auto_delete,
+        exclusive=queue.exclusive,
+        expires=queue.expires,
+        max_length=DEAD_LETTER_QUEUE_LIMIT,
     )
 
 

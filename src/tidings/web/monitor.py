@@ -101,7 +101,8 @@ class WebMonitor:
                 d = dashboard(self)
                 text = json.dumps({"by_state": d.by_state, "events": d.events,
                                    "tasks": d.tasks, "connection": d.connection,
-                                   "workers": d.workers, "rates": d.rates}, default=str)
+                                   "workers": d.workers, "rates": d.rates, "lost": d.lost},
+                                  default=str)
                 self._summary = (now, text)
             return self._summary[1]
 

@@ -108,6 +108,9 @@ def dashboard_page(d: Dashboard, prefix: str) -> str:
                      f'<b data-state-count="{e(s)}">{n:,}</b></li>'
                      for s, n in d.by_state.items()) or "<li>no tasks yet</li>"
     skipped = ", ".join(f"{e(k)}: {v:,}" for k, v in sorted(d.skipped.items())) or "none"
+    lost = (f"{sum(d.lost.values()):,} ("
+            + ", ".join(f"{e(k)}: {v:,}" for k, v in d.lost.items()) + ")"
+            if d.lost else "none")
     return (
         "<section><h2>Workers</h2>"
         + _table(["Worker", "Status", "Active", "Processed", "Succeeded", "Failed",
@@ -120,6 +123,8 @@ def dashboard_page(d: Dashboard, prefix: str) -> str:
         f"<dt>Events received</dt><dd id=events>{d.events:,}</dd>"
         f"<dt>Tasks in memory</dt><dd>{d.tasks:,}</dd>"
         f"<dt>Skipped input</dt><dd>{skipped}</dd>"
+        '<dt title="events that never reached this monitor, by cause">Events lost</dt>'
+        f'<dd id=lost{" class=lost" if d.lost else ""}>{lost}</dd>'
         f"<dt>Reconnects</dt><dd>{d.reconnects:,}</dd>"
         f"<dt>Tasks evicted (bound)</dt><dd>{sum(d.evicted.values()):,}</dd>"
         "</dl></section>")

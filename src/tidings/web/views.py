@@ -93,6 +93,7 @@ class Dashboard:
     connection: str
     tasks: int
     evicted: dict[str, int] = field(default_factory=dict)
+    lost: dict[str, int] = field(default_factory=dict)
 
 
 def dashboard(monitor: Any) -> Dashboard:
@@ -107,7 +108,7 @@ def dashboard(monitor: Any) -> Dashboard:
         skipped=dict(source.errors), reconnects=source.reconnects,
         connection=health["connection"] + (f" ({health['detail']})" if health["detail"]
                                            and not ok else ""),
-        tasks=len(state.tasks), evicted=dict(state.evicted))
+        tasks=len(state.tasks), evicted=dict(state.evicted), lost=source.losses.as_dict())
 
 
 def _state_order(counts: Counter[str]) -> list[str]:

@@ -17,6 +17,7 @@ import platform
 from typing import TYPE_CHECKING, Any
 
 from .._version import __version__
+from ..protocol.loss import DROPPED_FIELD
 
 if TYPE_CHECKING:
     from .request import Request
@@ -82,9 +83,12 @@ class EventsMiddleware(Middleware):
         return worker.task_events_enabled and (task is None or task.send_events)
 
     def _worker_fields(self, worker: Worker) -> dict[str, Any]:
+        dispatcher = worker.dispatcher
         return {"freq": worker.heartbeat_interval, "active": worker.active_count,
                 "processed": worker.processed, "loadavg": loadavg(),
-                "sw_ident": self.sw_ident, "sw_ver": __version__, "sw_sys": platform.system()}
+                "sw_ident": self.sw_ident, "sw_ver": __version__, "sw_sys": platform.system(),
+                # events no receiver can see missing (protocol/loss.py); Celery ignores it
+                DROPPED_FIELD: dispatcher.dropped if dispatcher is not None else 0}
 
     def _send_worker_event(self, worker: Worker, type_: str) -> None:
         dispatcher = worker.dispatcher

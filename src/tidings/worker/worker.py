@@ -31,7 +31,13 @@ from kombu import Connection, Consumer, Queue
 from kombu.common import QoS
 
 from ..events.dispatcher import EventDispatcher
-from ..protocol.events import HEARTBEAT_INTERVAL, TASK_GROUP, WORKER_GROUP
+from ..protocol.events import (
+    DELIVERY_MODE,
+    HEARTBEAT_INTERVAL,
+    PERSISTENT,
+    TASK_GROUP,
+    WORKER_GROUP,
+)
 from ..protocol.tasks import BadMessage, build_message, parse_message
 from ..transport import (
     Reconnector,
@@ -202,6 +208,7 @@ class Worker:
             groups = previous.groups  # remote enable/disable survives reconnects
         self.dispatcher = EventDispatcher(
             conn, hostname=self.hostname, app=self.app,
+            delivery_mode=PERSISTENT if self.app.conf.worker_events_confirm else DELIVERY_MODE,
             enabled=bool(self.task_events or self.heartbeat_enabled),
             groups=groups, buffer_group=[TASK_GROUP], buffer_limit=TASK_EVENT_BATCH,
             on_send_buffered=self._on_send_buffered)
@@ -211,7 +218,10 @@ class Worker:
             previous.close()
 
     def _run_connected(self, conn: Connection) -> None:
-        with self.app.connection_for_write() as event_conn:
+        options = None
+        if self.app.conf.worker_events_confirm:  # py-amqp waits for each publish's ack
+            options = {**self.app.conf.broker_transport_options, "confirm_publish": True}
+        with self.app.connection_for_write(transport_options=options) as event_conn:
             event_conn.ensure_connection(max_retries=3)
             self._run_consuming(conn, event_conn)
 

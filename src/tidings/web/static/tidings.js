@@ -184,6 +184,14 @@
     }
     const events = document.getElementById("events");
     if (events) events.textContent = summary.events.toLocaleString();
+    const lost = document.getElementById("lost");
+    if (lost && summary.lost) {
+      const causes = Object.entries(summary.lost);
+      const total = causes.reduce((n, [, v]) => n + v, 0);
+      lost.textContent = total ? total.toLocaleString() + " (" +
+        causes.map(([k, v]) => k + ": " + v.toLocaleString()).join(", ") + ")" : "none";
+      lost.classList.toggle("lost", total > 0);
+    }
     const workers = document.getElementById("workers");
     if (workers) {
       const rows = document.createDocumentFragment();
