@@ -12,6 +12,14 @@ previous shot; every ``cleanup_freq`` seconds, rows older than the retention
 Tables (see ``docs/cameras.md``): ``tidings_tasks`` (one row per task, keyed by
 ``uuid``, indexed on ``state``, ``name``, ``worker`` and ``received``) and
 ``tidings_workers`` (one row per worker, keyed by ``hostname``).
+
+:class:`History` gives a monitor (``tidings events --db``, ``tidings web
+--db``) a history that survives a restart: it loads the most recent tasks
+and the workers from those tables into State before the monitor goes live,
+then keeps writing them with an ``SQLCamera`` in the background.  Flower
+persists by pickling its whole state into a shelve file at exit (lost on
+SIGKILL, unreadable across versions); this is written every second, is
+plain SQL, and a SIGKILL loses at most the last second.
 """
 
 from __future__ import annotations
@@ -54,6 +62,11 @@ def parse_duration(value: str | float | int | None) -> float | None:
 
 def default_db_url() -> str:
     return f"sqlite:///{default_data_dir().parent / 'camera.sqlite'}"
+
+
+def default_history_url() -> str:
+    """Where a monitor's ``--db`` without a URL keeps its history."""
+    return f"sqlite:///{default_data_dir().parent / 'history.sqlite'}"
 
 
 #: One float column per task event time (``sent`` ... ``revoked``).
@@ -253,3 +266,85 @@ class SQLCamera(Polaroid):
     def cancel(self, final: bool = True) -> None:
         super().cancel(final)
         self.engine.dispose()
+
+
+#: The event that puts a task in each time field's state, in lifecycle order.
+_TIME_EVENTS = tuple((name, f"task-{name}") for name in TASK_TIMES)
+#: Row fields carried on every replayed event of a task.
+_TASK_FIELDS = ("name", "args", "kwargs", "result", "exception", "traceback", "eta",
+                "expires", "retries", "runtime", "root_id", "parent_id", "exchange",
+                "routing_key", "client")
+
+
+class History:
+    """A monitor's State, loaded from and written to the SQL camera's tables.
+
+    ``History(state, db)``; :meth:`load` before the monitor consumes (it
+    replays each stored task's times as events through State's own rules,
+    newest ``max_tasks`` tasks, and each worker's last heartbeat), then
+    :meth:`start`; :meth:`stop` takes a last shot.
+    """
+
+    def __init__(self, state: State, db: str | None = None, freq: float = 1.0,
+                 retention: Any = None) -> None:
+        self.state = state
+        self.camera = SQLCamera(state, freq=freq, db=db or default_history_url(),
+                                retention=retention)
+        self.db_url = self.camera.db_url
+
+    def load(self, max_tasks: int | None = None, max_workers: int | None = None
+             ) -> tuple[int, int]:
+        """Put the stored tasks and workers into State; returns how many of each."""
+        cam = self.camera
+        tasks_t, workers_t = cam.tasks_table, cam.workers_table
+        limit = max_tasks or self.state.max_tasks_in_memory
+        with cam.engine.connect() as conn:
+            workers = conn.execute(workers_t.select().order_by(
+                workers_t.c.updated_at.desc()).limit(
+                    max_workers or self.state.max_workers_in_memory)).mappings().all()
+            # the most recently written, and among those written at once, the
+            # most recent event (``timestamp`` is the task's latest event's time)
+            tasks = conn.execute(tasks_t.select().order_by(
+                tasks_t.c.updated_at.desc(), tasks_t.c.timestamp.desc()).limit(limit)
+            ).mappings().all()
+        for row in workers:
+            self._worker(row)
+        for row in reversed(tasks):  # oldest first: the newest end up newest in State
+            self._task(row)
+        return len(tasks), len(workers)
+
+    def _worker(self, row: Any) -> None:
+        when = row["last_heartbeat"] or row["updated_at"]
+        try:
+            loadavg = json.loads(row["loadavg"]) if row["loadavg"] else None
+        except ValueError:
+            loadavg = None
+        self.state.event({
+            "type": "worker-heartbeat", "hostname": row["hostname"], "pid": row["pid"],
+            "freq": row["freq"] or 2.0, "active": row["active"] or 0,
+            "processed": row["processed"] or 0, "loadavg": loadavg,
+            "sw_ident": row["sw_ident"], "sw_ver": row["sw_ver"], "sw_sys": row["sw_sys"],
+            "timestamp": when, "local_received": when, "clock": 0})
+
+    def _task(self, row: Any) -> None:
+        fields = {name: row[name] for name in _TASK_FIELDS if row[name] is not None}
+        times = [(column, type_) for column, type_ in _TIME_EVENTS if row[column] is not None]
+        if not times:  # no time stored: keep the task all the same, as sent
+            times = [("updated_at", "task-sent")]
+        for column, type_ in times:
+            when = row[column]
+            sender = row["client"] if type_ == "task-sent" else row["worker"]
+            self.state.event({**fields, "type": type_, "uuid": row["uuid"],
+                              "hostname": sender or row["worker"] or row["client"] or "",
+                              "timestamp": when, "local_received": when,
+                              "clock": row["clock"] or 0})
+
+    def start(self) -> None:
+        self.camera.install()
+
+    def stop(self) -> None:
+        """Stop writing, after a last shot of what changed."""
+        self.camera.cancel()
+        timer = getattr(self.camera, "timer", None)
+        if timer is not None and hasattr(timer, "stop"):
+            timer.stop()

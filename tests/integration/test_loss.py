@@ -140,3 +140,68 @@ def test_redis_counts_exactly_what_a_tidings_sender_published_while_cut_off(redi
         thread.join(10)
         proxy.cut()
         cleanup_broker(redis_url, declared)
+
+
+def test_redis_estimates_what_a_celery_sender_published_while_cut_off(redis_url):
+    """No sequence numbers (a Celery worker): the outage is recorded with its duration,
+    and the tasks the worker's heartbeats say it finished meanwhile are estimated."""
+    proxy = Proxy(6379)
+    proxy.start()
+    app, declared = make_app(redis_url)
+    via_proxy, _ = make_app(redis_url.replace("6379", str(proxy.port)),
+                            event_exchange=app.conf.event_exchange,
+                            control_exchange=app.conf.control_exchange)
+    received: list[dict] = []
+    source = BrokerSource(via_proxy, wakeup=False, connect_retries=None)
+    stop = threading.Event()
+    thread = threading.Thread(target=source.run, args=(received.append, stop), daemon=True)
+    thread.start()
+    processed = 0
+    try:
+        with app.connection_for_write() as conn:
+            exchange = EventDispatcher(conn, app=app, enabled=False).exchange
+            producer = Producer(conn.default_channel, exchange=exchange, serializer="json")
+
+            def celery_event(type_: str, **fields) -> None:  # Celery's body, no headers
+                producer.publish({"hostname": "cel@loss", "utcoffset": 0, "pid": 7,
+                                  "clock": 1, "timestamp": time.time(), "type": type_,
+                                  **fields}, routing_key=type_.replace("-", "."),
+                                 declare=[exchange])
+
+            def tasks(n: int) -> None:
+                nonlocal processed
+                for _ in range(n):
+                    uuid = f"c{processed}"
+                    celery_event("task-received", uuid=uuid, name="proj.add")
+                    celery_event("task-started", uuid=uuid)
+                    celery_event("task-succeeded", uuid=uuid, result="1", runtime=0.1)
+                    processed += 1
+
+            def heartbeat() -> None:
+                celery_event("worker-heartbeat", freq=2.0, active=0, processed=processed)
+
+            assert wait_for(lambda: source.status is not None and source.status.ok, 20)
+            heartbeat()
+            tasks(5)
+            heartbeat()
+            assert wait_for(lambda: len(received) == 17, 10), len(received)
+            proxy.cut()
+            assert wait_for(lambda: not source.status.ok, 10)
+            tasks(40)  # nobody is subscribed: Redis drops them
+            heartbeat()
+            proxy.start()
+            assert wait_for(lambda: source.status.ok, 30), source.status
+            time.sleep(0.5)
+            tasks(3)  # seen
+            heartbeat()
+            assert wait_for(lambda: source.losses.total > 0, 10), source.losses
+        # 43 processed since the last heartbeat seen, 3 seen finish: 40 tasks, 3 events each
+        assert source.losses.as_dict() == {"disconnected": 40 * 3}
+        (start, end), = source.losses.outages
+        assert end > start
+        print(f"\nredis, Celery sender: {source.losses}, outage {end - start:.1f} s")
+    finally:
+        stop.set()
+        thread.join(10)
+        proxy.cut()
+        cleanup_broker(redis_url, declared)

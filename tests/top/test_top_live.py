@@ -206,3 +206,32 @@ def test_replay_in_the_monitor_honours_the_filters(tmp_path):
         assert term.quit_status() == "0"
     finally:
         term.close()
+
+
+@needs_tmux
+def test_the_monitor_keeps_its_history_in_a_database(amqp_url, tmp_path):
+    """``events --db``: quit, start again, and the tasks from before are on screen."""
+    with cluster(amqp_url, tmp_path) as c:
+        c.worker("-E", "-P", "solo", name="hist@test")
+        db = f"sqlite:///{tmp_path / 'history.sqlite'}"
+        env_args = [f"{k}={v}" for k, v in c.env.items() if k.startswith(("TIDINGS_", "PYTHON"))]
+        command = (f"env {' '.join(env_args)} {TIDINGS} -b {amqp_url} events --db {db} "
+                   "--refresh 0.3")
+        term = Terminal(command, tmp_path)
+        try:
+            assert wait_for(lambda: "tidings events" in term.screen(), 20), term.screen()
+            time.sleep(1.5)
+            ok = c.proj.add.delay(2, 3)
+            assert wait_for(lambda: "SUCCESS" in term.screen(), 30), term.screen()
+            time.sleep(1.5)  # one write interval
+            assert term.quit_status() == "0"
+        finally:
+            term.close()
+        term.exit_file.unlink()
+        again = Terminal(command, tmp_path)
+        try:
+            assert wait_for(lambda: ok.id[:8] in again.screen(), 20), again.screen()
+            assert "SUCCESS" in again.screen() and "proj.add" in again.screen()
+            assert again.quit_status() == "0"
+        finally:
+            again.close()

@@ -106,3 +106,27 @@ def test_malformed_sequence_headers_are_ignored():
         assert read_sequence({SENDER_HEADER: sender, SEQUENCE_HEADER: seq}) is None
     assert read_sequence(None) is None
     assert read_sequence({SENDER_HEADER: "s", SEQUENCE_HEADER: 7}) == ("s", 7)
+
+
+def test_tasks_finished_while_disconnected_are_estimated_for_celery_senders():
+    account = LossAccount()
+    beat = lambda host, n: account.worker_event(  # noqa: E731
+        {"type": "worker-heartbeat", "hostname": host, "processed": n})
+    beat("cel@h", 10)
+    beat("tid@h", 10)
+    account.sequence("tid@h/1/abc", 0, 1)  # a Tidings sender: counted exactly instead
+    for _ in range(3):
+        account.task_finished("cel@h")
+    beat("cel@h", 13)  # connected all along: nothing estimated
+    assert account.total == 0
+    account.outage(100.0, 105.0)
+    for _ in range(2):
+        account.task_finished("cel@h")  # seen after the reconnect
+    beat("cel@h", 20)  # 7 processed, 2 seen: 5 tasks' events missed
+    beat("tid@h", 20)
+    assert account.as_dict() == {"disconnected": 5 * 3}
+    assert "disconnected: 15 (estimate)" in str(account)
+    assert list(account.outages) == [(100.0, 105.0)]
+    beat("cel@h", 25)  # connected again: no more estimates
+    beat("cel@h", 2)  # restarted: starts afresh
+    assert account.total == 15

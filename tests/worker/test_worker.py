@@ -12,6 +12,7 @@ from kombu import Producer
 from tests.cli.helpers import run
 from tests.worker.helpers import cluster, wait_for
 from tidings.protocol.events import EVENT_TYPES
+from tidings.protocol.loss import DROPPED_FIELD
 
 pytestmark = pytest.mark.broker
 
@@ -78,8 +79,10 @@ def test_every_event_type_with_celerys_fields(broker_url, tmp_path):
         assert fields_of(sent) == set(EVENT_TYPES["task-sent"].fields)
 
         online = ev.of("worker-online")[0]
-        assert fields_of(online) == set(EVENT_TYPES["worker-online"].fields)
+        # Celery's fields, and ours: the events the worker dropped itself (loss.md)
+        assert fields_of(online) == {*EVENT_TYPES["worker-online"].fields, DROPPED_FIELD}
         assert online["sw_ident"] == "py-tidings" and online["freq"] == 2.0
+        assert online[DROPPED_FIELD] == 0
         assert w.stop() == 0
         assert ev.wait("worker-offline", timeout=10)
         offline = ev.of("worker-offline")[0]

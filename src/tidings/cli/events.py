@@ -37,6 +37,7 @@ from .common import (
     stop_on_signals,
     wait_for_broker,
 )
+from .history import DEFAULT, history
 from .subscribe import subscription_from, subscription_options
 
 logger = logging.getLogger("tidings.cli.events")
@@ -83,8 +84,10 @@ def _check_umask(ctx: click.Context, param: click.Parameter, value: str | None) 
               show_default=True, callback=_check_positive, help="Seconds between snapshots.")
 @click.option("-r", "--maxrate", callback=_check_rate, metavar="RATE",
               help="Snapshot rate limit: N/s, N/m, N/h or N (per second).")
-@click.option("--db", envvar="TIDINGS_CAMERA_DB", metavar="URL",
-              help="Database URL for tidings.cameras.SQLCamera (default: a SQLite file).")
+@click.option("--db", envvar="TIDINGS_CAMERA_DB", metavar="URL", is_flag=False,
+              flag_value=DEFAULT,
+              help="Database URL for tidings.cameras.SQLCamera (default: a SQLite file); "
+                   "the live monitor keeps its history there (--db alone: a file of yours).")
 @click.option("--retention", envvar="TIDINGS_CAMERA_RETENTION", metavar="DURATION",
               help="SQLCamera: delete rows older than this (e.g. 7d, 12h; default 7d).")
 @click.option("--stats-interval", type=float, callback=_check_positive, metavar="SECONDS",
@@ -136,11 +139,14 @@ def events(obj: Context, dump: bool, json_lines: bool, types: tuple[str, ...],
             setup_logging(obj.loglevel, logfile)
         return run_dump(obj, json_lines, event_filter, replay, stats_interval, subscription)
     if camera:
+        db = None if db == DEFAULT else db  # --db alone: the camera's own default
         return run_camera(obj, camera, frequency, maxrate, db, retention, max_tasks,
                           event_filter, replay, detach=detach, pidfile=pidfile,
                           logfile=logfile, uid=uid, gid=gid, umask=umask,
                           workdir=daemon_workdir, subscription=subscription)
-    return run_monitor(obj, max_tasks, event_filter, replay, refresh, subscription)
+    if db and replay:
+        raise click.UsageError("--db keeps a live monitor's history: not with --replay")
+    return run_monitor(obj, max_tasks, event_filter, replay, refresh, subscription, db)
 
 
 def _open_source(obj: Context, replay: str | None, event_filter: EventFilter,
@@ -151,7 +157,7 @@ def _open_source(obj: Context, replay: str | None, event_filter: EventFilter,
 
 def run_monitor(obj: Context, max_tasks: int | None, event_filter: EventFilter,
                 replay: str | None, refresh: float,
-                subscription: Subscription | None = None) -> None:
+                subscription: Subscription | None = None, db: str | None = None) -> None:
     if not (sys.stdout.isatty() and sys.stdin.isatty()):
         raise click.UsageError("the live monitor needs a terminal; to print events to a "
                                "file or a pipe, use --dump (or --json)")
@@ -160,9 +166,11 @@ def run_monitor(obj: Context, max_tasks: int | None, event_filter: EventFilter,
     set_process_title("tidings events:top")
     # A monitor waits for its broker (and says so on screen) instead of giving up.
     source = _open_source(obj, replay, event_filter, subscription, connect_retries=None)
-    logging.getLogger().handlers.clear()  # logs would scribble over the screen
-    logging.getLogger().addHandler(logging.NullHandler())
-    run_top(obj.app, source, max_tasks=max_tasks, refresh=refresh)
+    state = obj.app.events.State(**({"max_tasks_in_memory": max_tasks} if max_tasks else {}))
+    with history(state, db, max_tasks):
+        logging.getLogger().handlers.clear()  # logs would scribble over the screen
+        logging.getLogger().addHandler(logging.NullHandler())
+        run_top(obj.app, source, refresh=refresh, state=state)
 
 
 def _status(status: Status) -> None:

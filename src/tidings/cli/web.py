@@ -14,6 +14,7 @@ import click
 
 from ..web.monitor import DEFAULT_ADDRESS, DEFAULT_PORT
 from .common import CommandError, Context, set_process_title, stop_on_signals
+from .history import DEFAULT, history
 from .subscribe import subscription_from, subscription_options
 
 SECRET_OPTIONS = ("--basic-auth", "--basic_auth", "--api-token", "--api_token")
@@ -56,13 +57,16 @@ def _prefix(ctx: click.Context, param: click.Parameter, value: str | None) -> st
               envvar=_env("CERTFILE"), help="TLS certificate (with --keyfile): serve HTTPS.")
 @click.option("--keyfile", type=click.Path(exists=True, dir_okay=False),
               envvar=_env("KEYFILE"), help="TLS private key.")
+@click.option("--db", envvar=_env("DB", False), metavar="URL", is_flag=False, flag_value=DEFAULT,
+              help="Keep history in this database (SQLite, PostgreSQL): loaded at start, "
+                   "written every second; --db alone: a SQLite file of yours.")
 @subscription_options
 @click.pass_obj
 def web(obj: Context, address: str, port: int, url_prefix: str, basic_auth: str | None,
         api_token: str | None, read_only: bool, max_tasks: int, max_workers: int,
         certfile: str | None, keyfile: str | None, durable_queue: str | None,
         stream: str | None, offset: str, stream_retention: str | None,
-        stream_max_bytes: str | None) -> None:
+        stream_max_bytes: str | None, db: str | None) -> None:
     """Serve the web monitor: live pages and Flower's REST API."""
     from ..events.source import BrokerSource
     from ..web import Access, WebMonitor, WebOptions, parse_users
@@ -94,8 +98,11 @@ def web(obj: Context, address: str, port: int, url_prefix: str, basic_auth: str 
         mode = " (read-only)" if read_only else ""
         click.echo(f"-> web: {url}/{mode}, events from {monitor.source.label}", err=True)
 
-    try:
-        monitor.run(stop, on_status=lambda status: click.echo(f"-> {status}", err=True),
-                    on_ready=ready)
-    except OSError as exc:
-        raise CommandError(f"cannot listen on {address}:{port}: {exc}") from exc
+    with history(monitor.state, db, max_tasks) as kept:
+        if kept is not None:
+            monitor.restored()
+        try:
+            monitor.run(stop, on_status=lambda status: click.echo(f"-> {status}", err=True),
+                        on_ready=ready)
+        except OSError as exc:
+            raise CommandError(f"cannot listen on {address}:{port}: {exc}") from exc

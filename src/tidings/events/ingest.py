@@ -30,6 +30,7 @@ from typing import Any
 
 from ..protocol.clock import stamp_received
 from ..protocol.events import CLIENT_CLOCK_SKEW, WORKER_GROUP, InvalidEvent, validate_event
+from ..protocol.loss import FINISHED_TYPES
 from .loss import LossAccount
 
 __all__ = ["Dispatch", "EventPipeline", "format_causes"]
@@ -94,7 +95,9 @@ class EventPipeline:
         else:
             type_ = event["type"]
             event.setdefault("local_received", event.get("timestamp"))
-        if type_.startswith(_WORKER_PREFIX):
+        if type_ in FINISHED_TYPES:
+            self.losses.task_finished(event.get("hostname"))
+        elif type_.startswith(_WORKER_PREFIX):
             self.losses.worker_event(event)
         self.event_count += 1
         try:

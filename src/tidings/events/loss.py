@@ -13,7 +13,12 @@ pipeline and fills it from what the wire carries (see
 * dead letters of the receiver's own RabbitMQ queue (``expired``,
   ``overflow``), exact for any sender;
 * the count each Tidings worker reports in its heartbeats of events it
-  dropped itself (``sender-dropped``).
+  dropped itself (``sender-dropped``);
+* for senders without sequence numbers (Celery workers, on Redis above all),
+  an estimate across each time the receiver was not connected
+  (``disconnected``): the tasks a worker's heartbeats say it finished, less
+  those the receiver saw finish.  The outages themselves are kept in
+  :attr:`LossAccount.outages` with their durations.
 
 ``account.lost`` is a :class:`~collections.Counter` by cause; ``total`` is
 their sum.  Every table here is bounded (see the constants).
@@ -22,17 +27,27 @@ their sum.  Every table here is bounded (see the constants).
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from typing import Any
 
-from ..protocol.loss import DROPPED_FIELD, MAX_SEQUENCE, dead_letter_cause, read_sequence
+from ..protocol.loss import (
+    DROPPED_FIELD,
+    ESTIMATED_CAUSES,
+    EVENTS_PER_TASK,
+    MAX_SEQUENCE,
+    dead_letter_cause,
+    read_sequence,
+)
 
-__all__ = ["MAX_OPEN_GAPS", "MAX_SENDERS", "LossAccount"]
+__all__ = ["MAX_OPEN_GAPS", "MAX_OUTAGES", "MAX_SENDERS", "LossAccount"]
 
 #: Senders whose next sequence number is remembered (least recently heard
 #: from forgotten first: a forgotten sender's next message starts afresh, so
 #: at worst one gap of a sender silent for that long goes uncounted).
 MAX_SENDERS = 10_000
+#: Outages kept in :attr:`LossAccount.outages` (the most recent).
+MAX_OUTAGES = 100
+
 #: Gaps, over all senders, that a late message may still fill (a dead letter
 #: arrives on a queue of its own, after the messages that came past it).  Past
 #: this, the least recently heard-from sender is forgotten, its gaps final.
@@ -51,6 +66,18 @@ class _Sender:
         self.ends: list[int] = []
 
 
+class _Worker:
+    """What a worker's last heartbeat said it had processed, and the tasks seen
+    finishing since; ``away``: the receiver was disconnected since then."""
+
+    __slots__ = ("away", "finished", "processed")
+
+    def __init__(self, processed: int) -> None:
+        self.processed = processed
+        self.finished = 0
+        self.away = False
+
+
 class LossAccount:
     """Events lost, by cause (:data:`~tidings.protocol.loss.LOSS_CAUSES`)."""
 
@@ -64,6 +91,10 @@ class LossAccount:
         self._senders: OrderedDict[str, _Sender] = OrderedDict()
         self._open_gaps = 0
         self._dropped: OrderedDict[tuple[str, Any], int] = OrderedDict()
+        self._workers: OrderedDict[str, _Worker] = OrderedDict()
+        self._numbered: OrderedDict[str, None] = OrderedDict()  # hosts with sequences
+        #: ``(start, end)`` epoch seconds of the times the receiver was disconnected.
+        self.outages: deque[tuple[float, float]] = deque(maxlen=MAX_OUTAGES)
 
     @property
     def total(self) -> int:
@@ -90,6 +121,7 @@ class LossAccount:
         end = min(seq + count, MAX_SEQUENCE)
         state = self._senders.get(sender)
         if state is None:
+            self._remember(self._numbered, sender.rsplit("/", 2)[0], None)
             self._senders[sender] = _Sender(end)
             while len(self._senders) > self.max_senders:
                 self._forget_oldest()
@@ -158,8 +190,23 @@ class LossAccount:
             self.sequence(*sequence, count)
         self.lost[dead_letter_cause(headers)] += count
 
+    def outage(self, start: float, end: float) -> None:
+        """The receiver was not connected from ``start`` to ``end``."""
+        self.outages.append((start, end))
+        for worker in self._workers.values():
+            worker.away = True
+
+    def task_finished(self, hostname: Any) -> None:
+        """A task event after which ``hostname`` counts the task as processed."""
+        worker = self._workers.get(hostname)
+        if worker is not None:
+            worker.finished += 1
+
     def worker_event(self, event: dict[str, Any]) -> None:
-        """Take a worker event's count of events its sender dropped, if it has one."""
+        """Take what a worker event says: events its sender dropped, tasks it processed."""
+        processed = event.get("processed")
+        if isinstance(processed, int) and not isinstance(processed, bool):
+            self._processed(event.get("hostname"), processed)
         dropped = event.get(DROPPED_FIELD)
         if not isinstance(dropped, int) or isinstance(dropped, bool) or dropped < 0:
             return
@@ -168,6 +215,17 @@ class LossAccount:
         if dropped > before:
             self.lost["sender-dropped"] += dropped - before
         self._remember(self._dropped, key, max(dropped, before))
+
+    def _processed(self, hostname: Any, processed: int) -> None:
+        worker = self._workers.get(hostname)
+        if worker is None or processed < worker.processed:  # new, or restarted
+            self._remember(self._workers, hostname, _Worker(processed))
+            return
+        if worker.away and hostname not in self._numbered:
+            missed = processed - worker.processed - worker.finished
+            if missed > 0:
+                self.lost["disconnected"] += missed * EVENTS_PER_TASK
+        worker.processed, worker.finished, worker.away = processed, 0, False
 
     def _remember(self, table: OrderedDict, key: Any, value: Any) -> None:
         table[key] = value
@@ -182,4 +240,5 @@ class LossAccount:
         return {cause: n for cause, n in sorted(self.lost.items()) if n}
 
     def __str__(self) -> str:
-        return ", ".join(f"{cause}: {n}" for cause, n in self.as_dict().items())
+        return ", ".join(f"{cause}: {n}" + (" (estimate)" if cause in ESTIMATED_CAUSES else "")
+                         for cause, n in self.as_dict().items())

@@ -145,10 +145,18 @@ class BrokerSource(EventSource):
             on_status: StatusHandler | None = None,
             on_tick: Callable[[], Any] | None = None) -> None:
         self._handler = handler
+        lost_at: list[float] = []  # when the connection was lost, until it is back
+
+        def status_changed(status: Status) -> None:
+            if status.link is Link.LOST and not lost_at:
+                lost_at.append(status.at)
+            elif status.link is Link.CONNECTED and lost_at:
+                self.losses.outage(lost_at.pop(), status.at)
+            self._set_status(status, on_status)
+
         loop = self.reconnector = Reconnector(
             self.app.connection_for_read, stop, label=self.label,
-            first_retries=self.connect_retries,
-            on_status=lambda status: self._set_status(status, on_status))
+            first_retries=self.connect_retries, on_status=status_changed)
 
         def session(conn: Connection) -> None:
             receiver = _LiveReceiver(conn, app=self.app, pipeline=self.pipeline,

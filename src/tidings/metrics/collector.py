@@ -488,7 +488,7 @@ class _Exposition:
                                          labels=keys)
         lost = CounterMetricFamily(
             "tidings_events_lost", "Events that never reached this monitor, by cause "
-            "(see docs/loss.md; 'disconnected' is an estimate).", labels=["cause", *keys])
+            "(see docs/loss.md).", labels=["cause", *keys])
         if source is not None:
             for cause, count in sorted(dict(source.errors).items()):
                 skipped.add_metric([str(cause), *values], count)

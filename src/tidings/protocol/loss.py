@@ -31,6 +31,9 @@ __all__ = [
     "DEAD_LETTER_CAUSES",
     "DEAD_LETTER_SUFFIX",
     "DROPPED_FIELD",
+    "ESTIMATED_CAUSES",
+    "EVENTS_PER_TASK",
+    "FINISHED_TYPES",
     "LOSS_CAUSES",
     "MAX_SENDER_LEN",
     "MAX_SEQUENCE",
@@ -54,10 +57,19 @@ DEAD_LETTER_SUFFIX = ".dead"
 #: Why events were lost: ``sequence-gap`` (numbers skipped: the broker or the
 #: network lost them, exact, Tidings senders), ``expired`` and ``overflow``
 #: (dead-lettered by RabbitMQ: exact, any sender), ``sender-dropped`` (the
-#: sender's own count, from its heartbeats), ``disconnected`` (an estimate for
-#: senders without sequence numbers: tasks a worker's heartbeats say it
-#: finished while this receiver was not connected, that it never saw finish).
+#: sender's own count, from its heartbeats), ``disconnected`` (an *estimate*,
+#: for senders without sequence numbers: the tasks a worker's heartbeats say it
+#: finished across a time the receiver was not connected, less those it saw
+#: finish, times :data:`EVENTS_PER_TASK`).
 LOSS_CAUSES = ("sequence-gap", "expired", "overflow", "sender-dropped", "disconnected")
+#: Causes whose count is an estimate, not a count.
+ESTIMATED_CAUSES = frozenset({"disconnected"})
+
+#: Task events after which a worker counts a task in its heartbeats' ``processed``.
+FINISHED_TYPES = frozenset({"task-succeeded", "task-failed", "task-retried",
+                            "task-rejected", "task-revoked"})
+#: Events a task makes at a worker (received, started, its outcome).
+EVENTS_PER_TASK = 3
 
 #: RabbitMQ's ``x-death`` reasons -> our causes (``rejected`` does not happen:
 #: receivers never reject; ``delivery_limit`` is for quorum queues).

@@ -44,11 +44,15 @@ class Ingest:
 
 
 def run_top(app: Any, source: EventSource | None = None, max_tasks: int | None = None,
-            refresh: float = 0.5) -> None:
-    """Consume events into a State in a thread and show them until the user quits."""
+            refresh: float = 0.5, state: State | None = None) -> None:
+    """Consume events into a State in a thread and show them until the user quits.
+
+    ``state``: one to start from (e.g. loaded from a history database).
+    """
     from .app import TopApp
 
-    state = app.events.State(**({"max_tasks_in_memory": max_tasks} if max_tasks else {}))
+    if state is None:
+        state = app.events.State(**({"max_tasks_in_memory": max_tasks} if max_tasks else {}))
     ingest = Ingest(app, state, source).start()
     try:
         TopApp(state, app=app if ingest.source.live else None, source=ingest.source,

@@ -92,6 +92,11 @@ class WebMonitor:
             self.changes.note(uuid)
             self.recent.touch(uuid)
 
+    def restored(self) -> None:
+        """State was filled before going live (``--db``): page its tasks newest last."""
+        for uuid, _ in self.state.tasks_by_time(reverse=False):
+            self.recent.touch(uuid)
+
     def summary_json(self) -> str:
         """The dashboard's figures as JSON, computed at most once per push interval
         whatever the number of open pages (each computation walks State)."""
