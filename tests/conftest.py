@@ -11,7 +11,9 @@ import json
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kombu import Connection, Exchange
@@ -142,3 +144,30 @@ def expected_state() -> dict:
     if not path.exists():
         pytest.fail(f"fixture missing: {path}")
     return json.loads(path.read_text())
+
+
+PG_URL = os.environ.get("TIDINGS_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@contextmanager
+def pg_schema() -> Iterator[tuple[Any, str, str]]:
+    """``(engine, schema, url)``: a PostgreSQL schema of the test's own, dropped after;
+    ``url`` points ``search_path`` at it.  Skips (fails under
+    TIDINGS_REQUIRE_BROKERS) when PostgreSQL is unreachable."""
+    import sqlalchemy
+
+    schema = unique("tidings_test").replace("-", "_")
+    engine = sqlalchemy.create_engine(PG_URL)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sqlalchemy.text(f'create schema "{schema}"'))
+    except sqlalchemy.exc.OperationalError as exc:
+        if REQUIRE_BROKERS:
+            pytest.fail(f"PostgreSQL required but unreachable: {exc}")
+        pytest.skip(f"PostgreSQL unreachable: {exc}")
+    try:
+        yield engine, schema, f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sqlalchemy.text(f'drop schema "{schema}" cascade'))
+        engine.dispose()

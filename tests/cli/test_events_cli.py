@@ -21,7 +21,15 @@ from tests.cli.helpers import (
     run,
     wait_for,
 )
-from tests.conftest import AMQP_URL, FIXTURES, ROOT, cleanup_broker, make_app, unique
+from tests.conftest import (
+    AMQP_URL,
+    FIXTURES,
+    ROOT,
+    cleanup_broker,
+    make_app,
+    pg_schema,
+    unique,
+)
 
 pytestmark = pytest.mark.broker
 
@@ -160,52 +168,35 @@ def test_sql_camera_on_sqlite(broker_app, tmp_path):
     engine.dispose()
 
 
-PG_URL = os.environ.get("TIDINGS_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-
-
 def test_sql_camera_on_postgresql(amqp_url, tmp_path):
     import sqlalchemy
 
-    from tests.conftest import REQUIRE_BROKERS
+    with pg_schema() as (engine, schema, db):
+        app, declared = make_app(amqp_url)
+        try:
+            cli = Running(["-b", amqp_url, "events", "-c", "tidings.cameras.SQLCamera",
+                           "-F", "0.2"], cli_env(app, TIDINGS_CAMERA_DB=db), tmp_path)
+            cli.wait_ready()
+            ids = publish_cluster(app, tasks=3)
 
-    schema = unique("tidings_test").replace("-", "_")
-    engine = sqlalchemy.create_engine(PG_URL)
-    try:
-        with engine.begin() as conn:
-            conn.execute(sqlalchemy.text(f'create schema "{schema}"'))
-    except sqlalchemy.exc.OperationalError as exc:
-        if REQUIRE_BROKERS:
-            pytest.fail(f"PostgreSQL required but unreachable: {exc}")
-        pytest.skip(f"PostgreSQL unreachable: {exc}")
-    app, declared = make_app(amqp_url)
-    db = f"{PG_URL}?options=-csearch_path%3D{schema}"
-    try:
-        cli = Running(["-b", amqp_url, "events", "-c", "tidings.cameras.SQLCamera",
-                       "-F", "0.2"], cli_env(app, TIDINGS_CAMERA_DB=db), tmp_path)
-        cli.wait_ready()
-        ids = publish_cluster(app, tasks=3)
+            def states():
+                try:
+                    with engine.connect() as conn:
+                        return dict(conn.execute(sqlalchemy.text(
+                            f'select uuid, state from "{schema}".tidings_tasks')).fetchall())
+                except sqlalchemy.exc.ProgrammingError:
+                    return {}
 
-        def states():
-            try:
-                with engine.connect() as conn:
-                    return dict(conn.execute(sqlalchemy.text(
-                        f'select uuid, state from "{schema}".tidings_tasks')).fetchall())
-            except sqlalchemy.exc.ProgrammingError:
-                return {}
-
-        assert wait_for(lambda: len(states()) == 3, 20), cli.stderr
-        assert cli.stop() == 0
-        assert states() == {ids[0]: "SUCCESS", ids[1]: "SUCCESS", ids[2]: "FAILURE"}
-        with engine.connect() as conn:
-            indexes = {r[0] for r in conn.execute(sqlalchemy.text(
-                "select indexname from pg_indexes where schemaname = :s"), {"s": schema})}
-        assert {"ix_tidings_tasks_state", "ix_tidings_tasks_name", "ix_tidings_tasks_worker",
-                "ix_tidings_tasks_received"} <= indexes
-    finally:
-        with engine.begin() as conn:
-            conn.execute(sqlalchemy.text(f'drop schema "{schema}" cascade'))
-        engine.dispose()
-        cleanup_broker(amqp_url, declared)
+            assert wait_for(lambda: len(states()) == 3, 20), cli.stderr
+            assert cli.stop() == 0
+            assert states() == {ids[0]: "SUCCESS", ids[1]: "SUCCESS", ids[2]: "FAILURE"}
+            with engine.connect() as conn:
+                indexes = {r[0] for r in conn.execute(sqlalchemy.text(
+                    "select indexname from pg_indexes where schemaname = :s"), {"s": schema})}
+            assert {"ix_tidings_tasks_state", "ix_tidings_tasks_name", "ix_tidings_tasks_worker",
+                    "ix_tidings_tasks_received"} <= indexes
+        finally:
+            cleanup_broker(amqp_url, declared)
 
 
 # -- daemon mode ------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import signal
-import threading
 import time
 
 import pytest
@@ -20,6 +19,7 @@ from kombu import Connection, Queue
 
 from tests.cli.helpers import Running, cli_env, wait_for
 from tests.conftest import cleanup_broker, make_app, unique
+from tests.integration.test_loss import consuming
 from tidings.events import EventDispatcher, State
 from tidings.events.source import BrokerSource
 from tidings.events.subscription import Subscription, parse_offset
@@ -104,17 +104,16 @@ def test_a_monitor_killed_mid_stream_continues_where_it_stopped(amqp_url, tmp_pa
 
 
 def read_stream(app, subscription: Subscription, until: int) -> tuple[State, BrokerSource]:
+    """A State read from the stream until ``until`` tasks succeeded (or 30 s)."""
     state = State()
     source = BrokerSource(app, wakeup=False, subscription=subscription)
-    stop = threading.Event()
-    thread = threading.Thread(target=source.run, args=(state.event, stop), daemon=True)
-    thread.start()
-    try:
+    with consuming(source, state.event):
         wait_for(lambda: sum(t.state == "SUCCESS" for t in state.tasks.values()) >= until, 30)
-    finally:
-        stop.set()
-        thread.join(10)
     return state, source
+
+
+def connected(source: BrokerSource) -> bool:
+    return source.status is not None and source.status.ok
 
 
 def test_a_stream_read_from_first_rebuilds_the_same_state(amqp_url):
@@ -124,16 +123,11 @@ def test_a_stream_read_from_first_rebuilds_the_same_state(amqp_url):
         # the first reader declares the stream and is there all along
         state = State()
         source = BrokerSource(app, wakeup=False, subscription=Subscription(stream=stream))
-        stop = threading.Event()
-        thread = threading.Thread(target=source.run, args=(state.event, stop), daemon=True)
-        thread.start()
-        assert wait_for(lambda: source.status is not None and source.status.ok, 20)
-        ids = publish(app, 0, 500)
-        assert wait_for(lambda: len(state.tasks) == 500 and all(
-            t.state == "SUCCESS" for t in state.tasks.values()), 30)
-        stop.set()
-        thread.join(10)
-        time.sleep(0.2)
+        with consuming(source, state.event):
+            assert wait_for(lambda: connected(source), 20)
+            ids = publish(app, 0, 500)
+            assert wait_for(lambda: len(state.tasks) == 500 and all(
+                t.state == "SUCCESS" for t in state.tasks.values()), 30)
         # a second reader, started afterwards, from the first offset
         later, later_source = read_stream(app, Subscription(stream=stream, offset="first"), 500)
         assert {u: (t.state, t.result) for u, t in later.tasks.items()} == \
@@ -146,15 +140,11 @@ def test_a_stream_read_from_first_rebuilds_the_same_state(amqp_url):
         # from "next": only what comes after it joined
         nxt = State()
         nsource = BrokerSource(app, wakeup=False, subscription=Subscription(stream=stream))
-        stop = threading.Event()
-        thread = threading.Thread(target=nsource.run, args=(nxt.event, stop), daemon=True)
-        thread.start()
-        assert wait_for(lambda: nsource.status is not None and nsource.status.ok, 20)
-        time.sleep(0.5)
-        publish(app, 500, 10)
-        assert wait_for(lambda: len(nxt.tasks) == 10, 20), len(nxt.tasks)
-        stop.set()
-        thread.join(10)
+        with consuming(nsource, nxt.event):
+            assert wait_for(lambda: connected(nsource), 20)
+            time.sleep(0.5)
+            publish(app, 500, 10)
+            assert wait_for(lambda: len(nxt.tasks) == 10, 20), len(nxt.tasks)
         assert sorted(nxt.tasks) == [f"task-{i}" for i in range(500, 510)]
     finally:
         delete_queues(amqp_url, stream)

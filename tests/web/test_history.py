@@ -13,8 +13,7 @@ import time
 import pytest
 
 from tests.cli.helpers import cli_env, publish_cluster, wait_for
-from tests.cli.test_events_cli import PG_URL
-from tests.conftest import REQUIRE_BROKERS, cleanup_broker, make_app, unique
+from tests.conftest import cleanup_broker, make_app, pg_schema
 from tests.web.helpers import Web
 from tidings.cameras import History
 from tidings.events import State
@@ -27,23 +26,8 @@ def db_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'history.sqlite'}"
         return
-    import sqlalchemy
-
-    schema = unique("tidings_test").replace("-", "_")
-    engine = sqlalchemy.create_engine(PG_URL)
-    try:
-        with engine.begin() as conn:
-            conn.execute(sqlalchemy.text(f'create schema "{schema}"'))
-    except sqlalchemy.exc.OperationalError as exc:
-        if REQUIRE_BROKERS:
-            pytest.fail(f"PostgreSQL required but unreachable: {exc}")
-        pytest.skip(f"PostgreSQL unreachable: {exc}")
-    try:
-        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with engine.begin() as conn:
-            conn.execute(sqlalchemy.text(f'drop schema "{schema}" cascade'))
-        engine.dispose()
+    with pg_schema() as (_, _, url):
+        yield url
 
 
 def test_the_web_monitor_keeps_its_history_across_sigkill(amqp_url, tmp_path, db_url):
