@@ -1,9 +1,14 @@
 """Loss under a burst: Celery's receiver against ours, default and durable modes, in one run.
 
-Four publisher processes (Tidings dispatchers: ``task.multi`` batches of 24,
-as workers send them) burst ``--events`` events in all at the event exchange
-as fast as they can.  Receivers consume at the same time, each in a process
-of its own, started before the burst:
+Four publisher processes burst ``--events`` events in all at the event
+exchange as fast as they can: ``task.multi`` batches of 100 events with
+Celery's fields, serialized beforehand, each message with a Tidings
+sender's sequence headers (so that our receiver can count gaps; Celery's
+ignores them).  As workers do, each sends a heartbeat first (a receiver
+knows a sender before its burst) and then one a second for 6 s, whose
+numbers show a gap at the end of the burst; they count as events sent.
+Receivers consume at the same time, each in a process of its own, started
+before the burst:
 
 * ``celery``: Celery 5.7's ``EventReceiver`` with its defaults (a transient
   queue, 5 s message TTL on RabbitMQ; PUB/SUB on Redis), restarted by the
@@ -14,7 +19,8 @@ of its own, started before the burst:
 Once the publishers are done and every receiver has been quiet for 3 s,
 each prints what it received.  The table: events received, events actually
 lost (sent - received), events the receiver *reported* lost, and its
-receive rate (events received over the time from its first to its last).
+receive rate (burst events received over the time from its first to its
+last).
 
     python bench/loss.py [--events 300000] [--publishers 4] [--brokers amqp,redis]
 """
@@ -43,13 +49,16 @@ RECEIVER = r"""
 import json, sys, threading, time
 kind, broker, exchange, progress = sys.argv[1:5]
 name = sys.argv[5] if len(sys.argv) > 5 else None
-count, first, last = [0], [None], [None]
+count, burst, first, last = [0], [0], [None], [None]
 def handle(event):
+    count[0] += 1
+    if event.get("type") == "worker-heartbeat":
+        return  # the rate is the burst's
+    burst[0] += 1
     now = time.monotonic()
     if first[0] is None:
         first[0] = now
     last[0] = now
-    count[0] += 1
 stop = threading.Event()
 reported = lambda: 0
 if kind == "celery":
@@ -97,24 +106,60 @@ sys.stdin.read()
 stop.set()
 elapsed = (last[0] - first[0]) if first[0] is not None and last[0] != first[0] else None
 print(json.dumps({"received": count[0], "reported": reported(),
-                  "rate": count[0] / elapsed if elapsed else None}))
+                  "rate": burst[0] / elapsed if elapsed else None}))
 """
 
-# A publisher: argv: broker exchange events; prints the events it sent.
+# A publisher: argv: broker exchange events; prints the events it sent.  Bodies are
+# serialized before the burst (``task.multi`` batches of BATCH events, Celery's
+# fields) and carry a Tidings sender's sequence headers, so the publisher is not
+# the bottleneck and our receiver can count gaps.
 PUBLISHER = r"""
-import sys, time, os
-from tidings import App
-from tidings.events import EventDispatcher
-broker, exchange, events = sys.argv[1], sys.argv[2], int(sys.argv[3])
-app = App("bench", broker=broker, event_exchange=exchange)
-with app.connection_for_write() as conn:
-    d = EventDispatcher(conn, hostname=f"burst{os.getpid()}@bench", app=app,
-                        buffer_group=["task"], buffer_limit=24)
-    for i in range(events):
-        d.send("task-started", uuid=str(i))
-    d.flush()
-print(events)
+import json, os, sys, time, uuid
+HEARTBEATS = int(sys.argv[5])
+from kombu import Connection
+from tidings.protocol.loss import SENDER_HEADER, SEQUENCE_HEADER
+from tidings.transport import get_exchange
+broker, exchange, events, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+host = f"burst{os.getpid()}@bench"
+sender = f"{host}/{os.getpid()}/{uuid.uuid4().hex[:12]}"
+now, bodies = time.time(), []
+for start in range(0, events, batch):
+    bodies.append((start, json.dumps([
+        {"hostname": host, "utcoffset": 0, "pid": os.getpid(), "clock": i + 1,
+         "uuid": f"{host}-{i}", "timestamp": now, "type": "task-started"}
+        for i in range(start, min(start + batch, events))])))
+def heartbeat(producer, seq):
+    producer.publish(json.dumps({"hostname": host, "utcoffset": 0, "pid": os.getpid(),
+                                 "clock": seq + 1, "timestamp": time.time(),
+                                 "type": "worker-heartbeat", "freq": 2.0, "active": 0,
+                                 "processed": 0}),
+                     exchange=exchange, routing_key="worker.heartbeat",
+                     content_type="application/json", content_encoding="utf-8",
+                     headers={"hostname": host, SENDER_HEADER: sender, SEQUENCE_HEADER: seq},
+                     declare=[])
+with Connection(broker) as conn:
+    ex = get_exchange(conn, exchange)
+    producer = conn.Producer()
+    ex(producer.channel).declare()
+    heartbeat(producer, 0)  # a worker is known before it bursts (worker-online)
+    time.sleep(1.0)
+    started = time.monotonic()
+    for seq, body in bodies:
+        producer.publish(body, exchange=exchange, routing_key="task.multi",
+                         content_type="application/json", content_encoding="utf-8",
+                         headers={"hostname": host, SENDER_HEADER: sender,
+                                  SEQUENCE_HEADER: seq + 1}, declare=[])
+    burst = time.monotonic() - started
+    # then, as a worker does every 2 s, heartbeats: the first one after a gap shows it
+    for beat in range(HEARTBEATS):
+        time.sleep(1.0)
+        heartbeat(producer, events + 1 + beat)
+print(events + 1 + HEARTBEATS, burst)
 """
+#: Heartbeats each publisher sends after its burst, one a second (a receiver cut off
+#: by the burst is back within them).
+HEARTBEATS = 6
+BATCH = 100
 
 
 def run_broker(broker: str, url: str, events: int, publishers: int) -> list[tuple]:
@@ -135,12 +180,13 @@ def run_broker(broker: str, url: str, events: int, publishers: int) -> list[tupl
         if "ready" not in line:
             raise SystemExit(f"{kind} receiver did not start: {line}{proc.stderr.read()}")
     share = events // publishers
-    started = time.monotonic()
-    pubs = [subprocess.Popen([sys.executable, "-c", PUBLISHER, url, exchange, str(share)],
+    pubs = [subprocess.Popen([sys.executable, "-c", PUBLISHER, url, exchange, str(share),
+                              str(BATCH), str(HEARTBEATS)],
                              stdout=subprocess.PIPE, text=True, env=env)
             for _ in range(publishers)]
-    sent = sum(int(p.communicate()[0]) for p in pubs)
-    burst = time.monotonic() - started
+    outputs = [p.communicate()[0].split() for p in pubs]
+    sent = sum(int(n) for n, _ in outputs)
+    burst = max(float(t) for _, t in outputs)  # they ran at once
 
     def counts() -> dict[str, int]:
         out = {}
