@@ -31,7 +31,7 @@ import re
 import time
 from typing import TYPE_CHECKING, Any
 
-from .events.snapshot import Polaroid
+from .events.snapshot import Polaroid, stop_camera
 from .protocol.events import TASK_TIME_FIELDS
 from .transport import default_data_dir
 
@@ -344,7 +344,4 @@ class History:
 
     def stop(self) -> None:
         """Stop writing, after a last shot of what changed."""
-        self.camera.cancel()
-        timer = getattr(self.camera, "timer", None)
-        if timer is not None and hasattr(timer, "stop"):
-            timer.stop()
+        stop_camera(self.camera)

@@ -24,6 +24,7 @@ from ..daemon import DaemonError, Pidfile, drop_privileges, parse_umask
 from ..daemon import detach as daemonize
 from ..events.dumper import Dumper, EventFilter
 from ..events.ingest import format_causes
+from ..events.snapshot import stop_camera
 from ..events.source import EventSource, open_source
 from ..events.subscription import Subscription
 from ..transport import Status
@@ -331,8 +332,5 @@ def _run_camera(app: Any, cls: type, frequency: float, maxrate: str | None,
         if source.losses and not replay:
             logger.warning("-> %s", _lost_text(source))
     finally:
-        cam.cancel()
-        timer = getattr(cam, "timer", None)
-        if timer is not None and hasattr(timer, "stop"):
-            timer.stop()
+        stop_camera(cam)
         logger.info("-> evcam: stopped after %s shots", getattr(cam, "shots", "?"))

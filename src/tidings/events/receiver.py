@@ -120,6 +120,8 @@ class EventReceiver(ConsumerMixin):
         self.exchange = get_exchange(conn, conf.event_exchange)
         dead_letter = (conf.get("event_queue_dead_letter", True)
                        and conn.transport.driver_type in DEAD_LETTER_DRIVERS)
+        limits = {"max_length": conf.get("event_queue_max_length"),
+                  "max_length_bytes": conf.get("event_queue_max_length_bytes")}
         self.queue = event_queue(
             f"{self.queue_prefix}.{self.node_id}",
             self.exchange,
@@ -128,18 +130,14 @@ class EventReceiver(ConsumerMixin):
             expires=conf.event_queue_expires if queue_expires is None else queue_expires,
             exclusive=conf.event_queue_exclusive if queue_exclusive is None else queue_exclusive,
             durable=conf.event_queue_durable if queue_durable is None else queue_durable,
-            dead_letter=dead_letter,
-            max_length=conf.get("event_queue_max_length"),
-            max_length_bytes=conf.get("event_queue_max_length_bytes"),
+            dead_letter=dead_letter, **limits,
         )
         self.subscription = subscription = subscription or Subscription()
         subscription.check(conn.transport.driver_type)
         if subscription.queue:
             self.queue = named_event_queue(
                 subscription.queue, self.exchange, routing_key,
-                ttl=queue_ttl, expires=queue_expires, dead_letter=dead_letter,
-                max_length=conf.get("event_queue_max_length"),
-                max_length_bytes=conf.get("event_queue_max_length_bytes"))
+                ttl=queue_ttl, expires=queue_expires, dead_letter=dead_letter, **limits)
         elif subscription.stream:
             dead_letter = False  # a stream drops nothing of its own accord
             self.queue = event_stream(subscription.stream, self.exchange, routing_key,

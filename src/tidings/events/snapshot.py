@@ -172,3 +172,15 @@ class Polaroid:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.cancel()
+
+
+def stop_camera(camera: Any) -> None:
+    """Cancel ``camera`` (its last shot included) and stop its timer thread, if it has one.
+
+    Works for any camera class, not only a :class:`Polaroid`: whatever has a
+    ``timer`` with a ``stop()`` has it stopped.
+    """
+    camera.cancel()
+    timer = getattr(camera, "timer", None)
+    if timer is not None and hasattr(timer, "stop"):
+        timer.stop()

@@ -77,8 +77,7 @@ def event_queue(
         expires=expires,
         max_length=max_length,
         max_length_bytes=max_length_bytes,
-        queue_arguments=({"x-dead-letter-exchange": _dead_letter_exchange(exchange).name,
-                          "x-dead-letter-routing-key": name} if dead_letter else None),
+        queue_arguments=_dead_letter_arguments(exchange, name) if dead_letter else None,
     )
 
 
@@ -96,8 +95,7 @@ def named_event_queue(name: str, exchange: Exchange, routing_key: str = "#", *,
         name, exchange=exchange, routing_key=routing_key, durable=True, auto_delete=False,
         exclusive=False, message_ttl=ttl, expires=expires, max_length=max_length,
         max_length_bytes=max_length_bytes,
-        queue_arguments=({"x-dead-letter-exchange": _dead_letter_exchange(exchange).name,
-                          "x-dead-letter-routing-key": name} if dead_letter else None),
+        queue_arguments=_dead_letter_arguments(exchange, name) if dead_letter else None,
     )
 
 
@@ -119,6 +117,12 @@ def event_stream(name: str, exchange: Exchange, routing_key: str = "#", *,
     return Queue(name, exchange=exchange, routing_key=routing_key, durable=True,
                  auto_delete=False, exclusive=False, queue_arguments=arguments,
                  consumer_arguments={"x-stream-offset": offset})
+
+
+def _dead_letter_arguments(exchange: Exchange, name: str) -> dict[str, str]:
+    """What makes queue ``name`` send what it drops to :func:`dead_letter_queue`."""
+    return {"x-dead-letter-exchange": _dead_letter_exchange(exchange).name,
+            "x-dead-letter-routing-key": name}
 
 
 def _dead_letter_exchange(exchange: Exchange) -> Exchange:
