@@ -15,6 +15,7 @@ from ...protocol import states
 from .indexes import TaskIndex, TaskMap, WorkerMap
 from .reducer import Reducer
 from .task import Task
+from .timeline import Timeline
 from .worker import DriftWarnings, Worker
 
 __all__ = ["Changes", "State"]
@@ -97,6 +98,9 @@ class State(Reducer):
         self._mutex = threading.RLock()
         #: Custom handlers by event group: ``handlers['custom'] = fun(subject, event)``.
         self.handlers: dict[str, Callable[[str, dict], Any]] = {}
+        #: Every task by its latest and by its earliest event (``tasks_by_time``).
+        self._newest = Timeline(self.tasks, "last_key")
+        self._oldest = Timeline(self.tasks, "first_key")
         self.tasks_by_type = TaskIndex(self.tasks, self._sorted_tasks)
         self.tasks_by_worker = TaskIndex(self.tasks, self._sorted_tasks)
         #: Children seen before their parent: parent uuid -> child uuids (bounded
@@ -225,15 +229,21 @@ class State(Reducer):
         """``(uuid, task)`` by the logical time of their events, newest first.
 
         Newest first orders tasks by their latest event, oldest first by their
-        earliest event, like Celery's heap walk.  ``limit`` caps the number of
-        tasks returned.
+        earliest event, like Celery's heap walk (but exactly: see
+        :mod:`.timeline`).  ``limit`` caps the number of tasks returned; with
+        one, the cost is that of ``limit`` tasks, not of the whole State.
+        The tasks are chosen at one instant (ingest paused).
         """
-        return self._sorted_tasks(self.tasks.values(), limit, reverse)
+        timeline = self._newest if reverse else self._oldest
+        with self._mutex:
+            chosen = list(islice(timeline.walk(reverse), limit or None))
+        return ((t.uuid, t) for t in chosen)
 
     tasks_by_timestamp = tasks_by_time
 
     def _sorted_tasks(self, tasks: Iterable[Task], limit: int | None, reverse: bool
                       ) -> Iterator[tuple[str, Task]]:
+        """Some of the tasks (an index's) in :meth:`tasks_by_time`'s order."""
         key = _last_key if reverse else _first_key
         tasks = [t for t in tasks if t.last_key is not None]
         if limit:
@@ -305,12 +315,14 @@ class State(Reducer):
             return self._clear(ready)
 
     def rebuild_taskheap(self) -> None:
-        """Rebuild the eviction and index bookkeeping from ``tasks``.
+        r"""Rebuild the eviction and index bookkeeping from ``tasks``.
 
-        There is no heap to rebuild: time order is computed when asked for
-        (:meth:`tasks_by_time`), which keeps ingest O(1) per event.
+        There is no heap: time order is kept by two :class:`.Timeline`\ s,
+        rebuilt here from the tasks' keys.
         """
         tasks = dict.values(self.tasks)
+        self._newest.rebuild(tasks)
+        self._oldest.rebuild(tasks)
         self._order = deque(t.uuid for t in tasks)
         self._ready = deque(t.uuid for t in tasks if t.state in READY_STATES)
         self.tasks_by_type.clear()

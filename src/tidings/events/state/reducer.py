@@ -10,11 +10,20 @@ they run under the State's lock.
 
 from __future__ import annotations
 
+import sys
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from ...protocol import states
-from ...protocol.events import TASK_GROUP, WORKER_GROUP
+from ...protocol.events import (
+    EMPTY_ARGUMENTS,
+    EVENT_TYPES,
+    SHARED_TEXT_MAX,
+    TASK_GROUP,
+    TASK_SHARED_ARGUMENTS,
+    TASK_SHARED_FIELDS,
+    WORKER_GROUP,
+)
 
 if TYPE_CHECKING:
     from .cluster import State
@@ -24,6 +33,13 @@ if TYPE_CHECKING:
 __all__ = ["Reducer"]
 
 READY_STATES = states.READY_STATES
+_intern = sys.intern
+_TYPES = {name: name for name in EVENT_TYPES}
+#: One object per empty ``args``/``kwargs`` text.
+_EMPTY = {text: text for text in EMPTY_ARGUMENTS}
+#: Subjects whose events carry the shared fields (``task-sent``, ``task-received``).
+_DESCRIBING = frozenset({"sent", "received"})
+_ARGUMENTS = frozenset(TASK_SHARED_ARGUMENTS)
 
 #: Queues of task ids (first-seen order, ready order) hold ids of tasks
 #: already gone; they are compacted when longer than this many times
@@ -41,8 +57,13 @@ class Reducer:
         if self.event_callback:
             self.event_callback(self, event)
         type_ = event.get("type")
-        if not isinstance(type_, str):
-            return None
+        if type_.__class__ is not str:
+            if not isinstance(type_, str):
+                return None
+        else:
+            known = _TYPES.get(type_)
+            if known is not None:  # the protocol's copy of the name, not one per task
+                type_ = event["type"] = known
         group, _, subject = type_.partition("-")
         handler = self.handlers.get(group)
         if handler is not None:
@@ -105,10 +126,12 @@ class Reducer:
         old_name, old_worker = task.name, task.worker
         was_ready = task.state in READY_STATES
         origin = self._note_origin(task, subject, event)
-        task.note_event_key((event.get("clock") or 0, origin or "",
-                             event.get("timestamp") or 0.0))
-        if subject == "received":
-            self.task_count += 1
+        self._place_in_time(task, (event.get("clock") or 0, origin or "",
+                                   event.get("timestamp") or 0.0, uuid))
+        if subject in _DESCRIBING:
+            self._share_values(event, uuid)
+            if subject == "received":
+                self.task_count += 1
         if self._dirty is not None:
             self._dirty.add(uuid)
         task.event(subject, event.get("timestamp"), event.get("local_received"), event)
@@ -139,17 +162,54 @@ class Reducer:
         """
         hostname = event.get("hostname")
         if subject == "sent":
+            if hostname.__class__ is str and len(hostname) <= SHARED_TEXT_MAX:
+                hostname = event["hostname"] = _intern(hostname)
             task.client = hostname
             return hostname
         worker = dict.get(self.workers, hostname)
         if worker is None:
             worker = self._new_worker(hostname)
             self._store_worker(hostname, worker)
+        else:
+            event["hostname"] = worker.hostname  # the worker's copy, not one per task
         task.worker = worker
         local_received = event.get("local_received")
         if local_received:
             worker.event(None, event.get("timestamp"), local_received)
-        return worker.id
+        return worker.hostname
+
+    def _share_values(self: State, event: dict[str, Any], uuid: str) -> None:
+        """Replace values many tasks have in common by one shared copy of each.
+
+        A decoded event brings its own copy of every string: a task name, a
+        queue, ``{}``.  Interned, each is kept once however many tasks have
+        it (interned strings still go when the last task holding one does).
+        """
+        for field in TASK_SHARED_FIELDS.intersection(event):
+            value = event[field]
+            if value.__class__ is not str:
+                continue
+            if field in _ARGUMENTS:
+                event[field] = _EMPTY.get(value, value)
+            elif len(value) <= SHARED_TEXT_MAX:
+                event[field] = _intern(value)
+        if event.get("root_id") == uuid:
+            event["root_id"] = uuid
+
+    def _place_in_time(self: State, task: Task, key: tuple) -> None:
+        """Widen the task's ``[first_key, last_key]`` span to include ``key``.
+
+        The span orders ``tasks_by_time``: newest first by ``last_key``,
+        oldest first by ``first_key`` (see :mod:`.timeline`).
+        """
+        last = task.last_key
+        if last is None or key > last:
+            task.last_key = key
+            self._newest.add(key)
+        first = task.first_key
+        if first is None or key < first:
+            task.first_key = key
+            self._oldest.add(key)
 
     def _reindex(self: State, task: Task, old_name: str | None,
                  old_worker: Worker | None) -> None:

@@ -38,8 +38,8 @@ TASK_DEFAULTS["state"] = states.PENDING
 TASK_DEFAULTS["clock"] = 0
 
 #: Slots that events never set.  ``first_key``/``last_key`` are the sort keys
-#: ``(clock, origin, timestamp)`` of the task's earliest and latest events:
-#: time order (newest first) sorts on them.
+#: ``(clock, origin, timestamp, uuid)`` of the task's earliest and latest
+#: events: time order sorts on them (see :mod:`.timeline`).
 _INTERNAL = ("uuid", "cluster_state", "_children", "first_key", "last_key")
 _INTERNAL_DEFAULTS = {"_children": None, "first_key": None, "last_key": None,
                       "cluster_state": None}
@@ -207,13 +207,6 @@ class Task:
         rid = self.root_id
         cluster = self.cluster_state
         return cluster.tasks.get(rid) if rid and cluster is not None else None
-
-    def note_event_key(self, key: tuple) -> None:
-        """Widen the task's ``[first_key, last_key]`` span to include ``key``."""
-        if self.last_key is None or key > self.last_key:
-            self.last_key = key
-        if self.first_key is None or key < self.first_key:
-            self.first_key = key
 
     def copy(self, cluster_state: Any) -> Task:
         """A copy that later events do not change, resolving links through ``cluster_state``."""

@@ -1,0 +1,129 @@
+"""State reads: Tidings' State against Celery's, same tasks, same run.
+
+Both States are fed the stream of ``bench/state_ingest.py`` (``--tasks``
+tasks, 100k by default) and then read the ways monitors and cameras read
+them: the newest 100 tasks (what a monitor's first page needs), every task
+by time, every task in storage order, a shallow copy of the task map with
+ingest paused (a camera's shot), ``as_dict()`` of every task and a pickle of
+the whole State.  Each figure is the best of ``--repeat`` runs; the ratio is
+Tidings' time over Celery's (below 1: Tidings is faster).
+
+The memory row is the RSS a fresh process gains by holding the State, per
+task, measured in a child process for each implementation.
+
+    python bench/state_read.py [--tasks 100000] [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import pickle
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from itertools import islice
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from state_ingest import fresh, stream
+
+#: The child that measures RSS: build the State, print RSS growth per task.
+RSS_CHILD = """
+import gc, json, sys
+sys.path.insert(0, sys.argv[3])
+from state_ingest import stream
+def rss():
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * 4096
+impl, n = sys.argv[1], int(sys.argv[2])
+if impl == 'celery':
+    from celery.events.state import State
+else:
+    from tidings.events.state import State
+gc.collect()
+before = rss()
+state = State(max_tasks_in_memory=n)
+for event in stream(n):  # each event decoded afresh, as a receiver would
+    state.event(json.loads(json.dumps(event)))
+gc.collect()
+assert len(state.tasks) == n
+print((rss() - before) / n)
+"""
+
+
+def best(fun: Callable[[], object], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        gc.collect()
+        start = time.perf_counter()
+        fun()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def readings(state: object, repeat: int) -> dict[str, float]:
+    s: object = state
+    copy = getattr(s, "freeze_while")  # noqa: B009 - both States have it
+    return {
+        "tasks_by_time(limit=100)": best(lambda: list(s.tasks_by_time(limit=100)), repeat),
+        "tasks_by_time() all": best(lambda: list(s.tasks_by_time()), repeat),
+        "itertasks() all": best(lambda: list(s.itertasks()), repeat),
+        "freeze_while + shallow copy": best(lambda: copy(lambda: dict(s.tasks.items())),
+                                            repeat),
+        "as_dict() every task": best(lambda: [t.as_dict() for t in s.tasks.values()], repeat),
+        "pickle.dumps(state)": best(lambda: pickle.dumps(s, protocol=pickle.HIGHEST_PROTOCOL),
+                                    max(1, repeat // 2)),
+    }
+
+
+def rss_per_task(impl: str, n: int) -> float:
+    out = subprocess.run([sys.executable, "-c", RSS_CHILD, impl, str(n),
+                          str(Path(__file__).resolve().parent)],
+                         check=True, capture_output=True, text=True).stdout
+    return float(out.strip())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+
+    from celery import __version__ as celery_version
+    from celery.events.state import State as CeleryState
+
+    from tidings import __version__ as tidings_version
+    from tidings.events.state import State as TidingsState
+
+    n = args.tasks
+    events = list(stream(n))
+    states = {}
+    for label, cls in (("celery", CeleryState), ("tidings", TidingsState)):
+        state = cls(max_tasks_in_memory=n)
+        for event in fresh(events):
+            state.event(event)
+        states[label] = state
+    # the same newest tasks, or the comparison is moot
+    newest = {label: [u for u, _ in islice(s.tasks_by_time(limit=100), 100)]
+              for label, s in states.items()}
+    if set(newest["celery"]) != set(newest["tidings"]):
+        print("note: the two States disagree on the newest 100 "
+              "(Celery's heap walk is only roughly ordered)")
+    results = {label: readings(s, args.repeat) for label, s in states.items()}
+    rss = {label: rss_per_task(label, n) for label in states}
+
+    print(f"{n:,} tasks; celery {celery_version}, tidings {tidings_version}; "
+          f"best of {args.repeat}")
+    print(f"{'read':<30}{'celery ms':>12}{'tidings ms':>12}{'ratio':>9}")
+    for name in results["celery"]:
+        c, t = results["celery"][name] * 1e3, results["tidings"][name] * 1e3
+        print(f"{name:<30}{c:>12.2f}{t:>12.2f}{t / c:>8.2f}x")
+    print(f"{'RSS per task (bytes)':<30}{rss['celery']:>12,.0f}{rss['tidings']:>12,.0f}"
+          f"{rss['tidings'] / rss['celery']:>8.2f}x")
+
+
+if __name__ == "__main__":
+    main()
