@@ -137,16 +137,17 @@ TASK_EVENT_TO_STATE: dict[str, str] = {
 TASK_EVENT_TYPES = tuple(t for t, e in EVENT_TYPES.items() if e.group == TASK_GROUP)
 WORKER_EVENT_TYPES = tuple(t for t, e in EVENT_TYPES.items() if e.group == WORKER_GROUP)
 
+#: ``args``/``kwargs`` texts are shared only when empty (``()``, ``{}``): any
+#: other is its task's own.
+TASK_SHARED_ARGUMENTS = frozenset({"args", "kwargs"})
+EMPTY_ARGUMENTS = ("()", "[]", "{}", "")
 #: Task fields whose values most tasks share with others (a task name, a
 #: queue, a parent's id): a State keeps one copy of each value, not one per
-#: task (``kwargs``/``args`` are often ``{}``/``()``).
-TASK_SHARED_FIELDS = frozenset({"name", "queue", "exchange", "routing_key", "parent_id",
-                                "args", "kwargs"})
-#: Longer values are kept as they come (they rarely repeat); ``args`` and
-#: ``kwargs`` are shared only when empty (any other is its task's own).
+#: task.
+TASK_SHARED_FIELDS = frozenset({"name", "queue", "exchange", "routing_key",
+                                "parent_id"}) | TASK_SHARED_ARGUMENTS
+#: Longer values are kept as they come (they rarely repeat).
 SHARED_TEXT_MAX = 256
-TASK_SHARED_ARGUMENTS = ("args", "kwargs")
-EMPTY_ARGUMENTS = ("()", "[]", "{}", "")
 
 #: Keys a receiver adds to every event it hands on.
 RECEIVER_FIELDS = ("local_received",)

@@ -39,7 +39,13 @@ _TYPES = {name: name for name in EVENT_TYPES}
 _EMPTY = {text: text for text in EMPTY_ARGUMENTS}
 #: Subjects whose events carry the shared fields (``task-sent``, ``task-received``).
 _DESCRIBING = frozenset({"sent", "received"})
-_ARGUMENTS = frozenset(TASK_SHARED_ARGUMENTS)
+
+
+def _shared(value: Any) -> Any:
+    """The one shared copy of a text many tasks have (others come back as they are)."""
+    if value.__class__ is str and len(value) <= SHARED_TEXT_MAX:
+        return _intern(value)
+    return value
 
 #: Queues of task ids (first-seen order, ready order) hold ids of tasks
 #: already gone; they are compacted when longer than this many times
@@ -57,13 +63,10 @@ class Reducer:
         if self.event_callback:
             self.event_callback(self, event)
         type_ = event.get("type")
-        if type_.__class__ is not str:
-            if not isinstance(type_, str):
-                return None
-        else:
-            known = _TYPES.get(type_)
-            if known is not None:  # the protocol's copy of the name, not one per task
-                type_ = event["type"] = known
+        if not isinstance(type_, str):
+            return None
+        # the protocol's copy of a known name, not one per task
+        type_ = event["type"] = _TYPES.get(type_, type_)
         group, _, subject = type_.partition("-")
         handler = self.handlers.get(group)
         if handler is not None:
@@ -162,8 +165,8 @@ class Reducer:
         """
         hostname = event.get("hostname")
         if subject == "sent":
-            if hostname.__class__ is str and len(hostname) <= SHARED_TEXT_MAX:
-                hostname = event["hostname"] = _intern(hostname)
+            if hostname is not None:
+                hostname = event["hostname"] = _shared(hostname)
             task.client = hostname
             return hostname
         worker = dict.get(self.workers, hostname)
@@ -187,12 +190,10 @@ class Reducer:
         """
         for field in TASK_SHARED_FIELDS.intersection(event):
             value = event[field]
-            if value.__class__ is not str:
-                continue
-            if field in _ARGUMENTS:
+            if field not in TASK_SHARED_ARGUMENTS:
+                event[field] = _shared(value)
+            elif value.__class__ is str:
                 event[field] = _EMPTY.get(value, value)
-            elif len(value) <= SHARED_TEXT_MAX:
-                event[field] = _intern(value)
         if event.get("root_id") == uuid:
             event["root_id"] = uuid
 
