@@ -98,3 +98,71 @@ def test_replay_skips_bad_lines(tmp_path):
     assert [e["type"] for e in seen] == ["worker-online", "worker-offline"]
     assert dict(stats.errors) == {"not-json": 1, "not-an-object": 1, "null-clock": 1}
     assert "skipped 3" in str(stats)
+
+
+# -- the fast paths say what the straightforward code says -------------------------------
+
+from datetime import datetime, timezone  # noqa: E402
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from tidings.events.dumper import format_timestamp  # noqa: E402
+from tidings.protocol.events import EVENT_TYPES, humanize_type  # noqa: E402
+
+_TIMES = st.one_of(
+    st.floats(min_value=0, max_value=253_402_300_799, allow_nan=False),
+    st.integers(min_value=0, max_value=253_402_300_799),
+    # fractions that round up to the next second, and exact half microseconds
+    st.integers(min_value=0, max_value=2**34).map(lambda s: s + 0.9999996),
+    st.integers(min_value=0, max_value=2**20).map(lambda s: s + 0.0000005),
+    st.sampled_from([-1.0, 1e300, float("nan"), float("inf"), True, "soon", None, [1]]),
+)
+
+
+@given(_TIMES)
+def test_timestamps_read_as_datetime_prints_them(ts):
+    try:
+        expected = str(datetime.fromtimestamp(ts, timezone.utc))
+    except (TypeError, ValueError, OverflowError, OSError):
+        expected = str(ts)
+    assert format_timestamp(ts) == expected
+    assert format_timestamp(ts) == expected  # and again, from the cache
+
+
+def _reference(event, labels):
+    """The dump line, written the plain way (copy, pop, sort as text)."""
+    event = dict(event)
+    timestamp = format_timestamp(event.pop("timestamp", None))
+    type_ = str(event.pop("type", "")).lower()
+    hostname = event.pop("hostname", None)
+    label = None
+    if type_.startswith("task-"):
+        uuid = event.pop("uuid", None)
+        if type_ in ("task-received", "task-sent"):
+            label = (f"{event.pop('name', None)}({uuid}) "
+                     f"args={event.pop('args', None)} kwargs={event.pop('kwargs', None)}")
+            labels[uuid] = label
+        else:
+            label = labels.get(uuid, "")
+    fields = ", ".join(f"{key}={event[key]}" for key in sorted(event, key=str))
+    sep = ":" if fields else ""
+    head = f"{hostname} [{timestamp}] {humanize_type(type_)}{sep}"
+    return f"{head} {label} {fields}" if label is not None else f"{head} {fields}"
+
+
+_VALUES = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8),
+                    st.lists(st.integers(), max_size=3))
+_KEYS = st.sampled_from(["hostname", "timestamp", "uuid", "name", "args", "kwargs", "clock",
+                         "result", "Type", "a", "z", ""])
+_EVENTS = st.builds(
+    lambda type_, fields, ts, uuid: {**fields, "type": type_, "timestamp": ts, "uuid": uuid},
+    st.one_of(st.sampled_from(sorted(EVENT_TYPES)), st.text(max_size=6)),
+    st.dictionaries(_KEYS, _VALUES, max_size=6), _TIMES, st.sampled_from(["a", "b"]))
+
+
+@given(st.lists(_EVENTS, max_size=6))
+def test_dump_lines_are_the_plain_formatting(events):
+    dumper, labels = Dumper(io.StringIO()), {}
+    for event in events:
+        assert dumper.format(event) == _reference(event, labels)

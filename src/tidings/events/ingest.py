@@ -21,7 +21,6 @@ headers say, and the pipeline the counts workers report in their events.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import Counter
@@ -31,6 +30,8 @@ from typing import Any
 from ..protocol.clock import stamp_received
 from ..protocol.events import CLIENT_CLOCK_SKEW, WORKER_GROUP, InvalidEvent, validate_event
 from ..protocol.loss import FINISHED_TYPES
+from ..utils.jsoncodec import DECODE_ERRORS
+from ..utils.jsoncodec import loads as json_loads
 from .loss import LossAccount
 
 __all__ = ["Dispatch", "EventPipeline", "format_causes"]
@@ -110,8 +111,8 @@ class EventPipeline:
     def decode(self, text: str | bytes, where: str = "input") -> tuple[bool, Any]:
         """Decode JSON text: ``(True, object)``, or ``(False, None)`` counted as ``not-json``."""
         try:
-            return True, json.loads(text)
-        except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
+            return True, json_loads(text)
+        except DECODE_ERRORS as exc:
             self.skip("not-json", f"{where}: {exc}")
             return False, None
 
