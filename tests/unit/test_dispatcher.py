@@ -276,3 +276,67 @@ def test_redis_uses_fanout_and_others_topic():
     assert get_exchange(Connection("amqp://localhost//")).type == "topic"
     ex = get_exchange(Connection("memory://"), "custom")
     assert (ex.name, ex.durable, ex.auto_delete) == ("custom", True, False)
+
+
+def _wait_for_messages(read, timeout=3.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = read()
+        if got:
+            return got, time.monotonic()
+        time.sleep(0.01)
+    return [], time.monotonic()
+
+
+def test_adaptive_batching_sends_at_once_when_idle_and_batches_under_load(app, conn):
+    import time
+
+    read = drain(conn, app)
+    d = EventDispatcher(conn, app=app, buffer_group=["task"], max_delay=0.3)
+    d.send("task-received", uuid="a")  # nothing sent lately: at once, a batch of one
+    (first,) = read()
+    assert first.delivery_info["routing_key"] == "task.multi"
+    assert [e["type"] for e in first.payload] == ["task-received"]
+    buffered_at = time.monotonic()
+    for type_ in ("task-started", "task-succeeded", "task-received"):
+        d.send(type_, uuid="a")  # a batch was just sent: these wait for one another
+    assert read() == [] and d.buffered == 3
+    (batch,), arrived = _wait_for_messages(read)  # no further send: the timer sends them
+    assert [e["type"] for e in batch.payload] == ["task-started", "task-succeeded",
+                                                  "task-received"]
+    assert 0.25 <= arrived - buffered_at < 2.0
+    assert d.buffered == 0
+    d.close()
+
+
+def test_adaptive_batching_still_sends_full_batches_at_once(app, conn):
+    read = drain(conn, app)
+    d = EventDispatcher(conn, app=app, buffer_group=["task"], buffer_limit=4, max_delay=5.0)
+    for i in range(9):
+        d.send("task-started", uuid=str(i))
+    # the first at once (idle), then two full batches of 4; nothing is waiting for 5 s
+    assert [len(m.payload) for m in read()] == [1, 4, 4]
+    d.close()
+
+
+def test_closing_an_adaptive_dispatcher_ends_its_timer(app, conn):
+    d = EventDispatcher(conn, app=app, buffer_group=["task"], max_delay=0.05)
+    d.send("task-started", uuid="a")
+    d.send("task-started", uuid="b")  # buffered: the timer thread is started
+    timer = next(t for t in threading.enumerate() if t.name.startswith("events-batch-timer"))
+    d.close()
+    timer.join(2)
+    assert not timer.is_alive()
+
+
+def test_events_carried_to_an_adaptive_dispatcher_are_sent_by_its_timer(app, conn):
+    read = drain(conn, app)
+    old = EventDispatcher(conn, app=app, buffer_group=["task"])  # Celery's batching
+    old.send("task-started", uuid="a")
+    new = EventDispatcher(conn, app=app, buffer_group=["task"], max_delay=0.05)
+    new.extend_buffer(old)
+    (batch,), _ = _wait_for_messages(read)
+    assert [e["uuid"] for e in batch.payload] == ["a"]
+    new.close()

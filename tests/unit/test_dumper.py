@@ -9,9 +9,10 @@ from tidings.events.log import replay
 
 def test_replaying_the_corpus_prints_what_celery_printed(corpus_rabbitmq):
     out = io.StringIO()
-    stats = replay(FIXTURES / "events-rabbitmq.jsonl", Dumper(out).on_event,
-                   clock=_clock())
+    dumper = Dumper(out)
+    stats = replay(FIXTURES / "events-rabbitmq.jsonl", dumper.on_event, clock=_clock())
     assert stats.events == 107 and stats.skipped == 0
+    dumper.flush()  # a dump to a file or a pipe is written in batches of lines
     mine = out.getvalue().splitlines()
     celery = (FIXTURES / "dump-output.txt").read_text().splitlines()[1:]  # minus the banner
     mask = re.compile(r"local_received=[0-9.]+")
@@ -34,6 +35,7 @@ def test_celery_edge_cases_of_the_text_format():
     d.on_event({"type": "worker-offline", "hostname": "w1@h", "timestamp": 1700000002.5})
     d.on_event({"type": "custom-my-event", "hostname": "h", "timestamp": 0, "x": 1})
     d.on_event({"type": "task-failed"})  # incomplete: printed, never a KeyError
+    d.flush()
     assert out.getvalue().splitlines() == [
         "w1@h [1970-01-01 00:00:01+00:00] task started  ",
         "w1@h [2023-11-14 22:13:22.500000+00:00] shutdown ",
@@ -56,6 +58,7 @@ def test_json_lines_and_filters():
     ]
     for e in events:
         d.on_event(e)
+    d.flush()
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [(e["type"], e["uuid"]) for e in lines] == [("task-received", "1"),
                                                        ("task-succeeded", "1")]
@@ -73,10 +76,15 @@ def test_output_is_buffered_unless_a_terminal():
     assert not d.line_buffered
     for i in range(100):
         d.on_event({"type": "worker-heartbeat", "hostname": "h", "n": i})
-    assert out.flushes == 0
+    assert out.flushes == 0 and out.getvalue() == ""  # gathered, not yet written
+    d.tick()  # a drain of the broker ended: the lines go out together, unflushed
+    assert out.getvalue().count("\n") == 100 and out.flushes == 0
     d._last_flush -= 2
     d.tick()
     assert out.flushes == 1
+    for i in range(1200):  # gathered lines are bounded: written every PENDING_LINES
+        d.on_event({"type": "worker-heartbeat", "hostname": "h", "n": i})
+    assert out.getvalue().count("\n") == 100 + 1024
     tty = Out()
     tty.isatty = lambda: True
     d = Dumper(tty)

