@@ -10,7 +10,7 @@ interleaved:
   events at a steady ``--delay-rate`` per second; a receiver (ours, the
   same for both) notes, for each event, the time from the event's
   ``timestamp`` to its arrival: median and p99 of that delay.  Ours runs
-  with adaptive batching, ``max_delay=0.002``.
+  with the worker's adaptive batching (``max_delay=TASK_EVENT_MAX_DELAY``).
 
     python bench/publish.py [--events 20000] [--brokers amqp,redis] [--repeat 3]
 """
@@ -29,7 +29,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 BROKERS = {"amqp": "amqp://guest:guest@127.0.0.1:5672//", "redis": "redis://127.0.0.1:6379/14"}
-MAX_DELAY = 0.002  # seconds: our dispatcher's adaptive batching in the delay runs
 FIELDS = {"uuid": "3e5b0a52-5f0a-4c47-9a4b-2a3b5e1c1d0f", "name": "proj.tasks.add",
           "args": "(2, 2)", "kwargs": "{}", "retries": 0}
 
@@ -46,8 +45,10 @@ def dispatcher(impl: str, broker: str, exchange: str, buffered: bool) -> tuple[o
         from tidings import App
 
         app = App("bench", broker=broker, event_exchange=exchange)
-        if buffered:  # adaptive batching
-            options["max_delay"] = MAX_DELAY
+        if buffered:  # adaptive batching, as the worker has it
+            from tidings.worker.worker import TASK_EVENT_MAX_DELAY
+
+            options["max_delay"] = TASK_EVENT_MAX_DELAY
     conn = app.connection_for_write()
     return conn, app.events.Dispatcher(conn, hostname="bench@publish", **options)
 

@@ -66,9 +66,11 @@ logger = logging.getLogger("tidings.worker")
 
 #: Task events are published as ``task.multi`` batches of at most this many.
 TASK_EVENT_BATCH = 100
-#: A batch is published when the worker is idle, or when its oldest event
-#: is this old (seconds): the promise to monitors is 100 ms.
-TASK_EVENT_BATCH_WINDOW = 0.09
+#: A batch is published once its oldest event is this old (seconds), and an
+#: event after a quiet spell at once (the dispatcher's adaptive batching):
+#: at moderate rates monitors see events within a few milliseconds, under
+#: load the batches fill up to ``TASK_EVENT_BATCH``.
+TASK_EVENT_MAX_DELAY = 0.002
 #: Seconds the broker is polled per loop turn when no task runs.
 IDLE_POLL = 0.05
 #: While tasks run: seconds the broker is polled, then seconds spent waiting
@@ -132,7 +134,6 @@ class Worker:
         self._stop_now = False
         self.pool: BasePool = POOLS[pool](app, self.concurrency, self._on_done)
         self.ready = threading.Event()
-        self._first_buffered: float | None = None
 
     # -- hooks -----------------------------------------------------------------------------
 
@@ -211,8 +212,7 @@ class Worker:
             delivery_mode=PERSISTENT if self.app.conf.worker_events_confirm else DELIVERY_MODE,
             enabled=bool(self.task_events or self.heartbeat_enabled),
             groups=groups, buffer_group=[TASK_GROUP], buffer_limit=TASK_EVENT_BATCH,
-            on_send_buffered=self._on_send_buffered)
-        self._first_buffered = None
+            max_delay=TASK_EVENT_MAX_DELAY, batch_timer=False)
         if previous is not None:
             self.dispatcher.extend_buffer(previous)
             previous.close()
@@ -249,7 +249,7 @@ class Worker:
         next_beat = time.monotonic() + self.heartbeat_interval
         try:
             while not self._stop.is_set():
-                idle = self._poll(conn)
+                self._poll(conn)
                 self._tick()
                 if self.autoscaler is not None:
                     self.autoscaler.maybe_scale()
@@ -258,13 +258,10 @@ class Worker:
                 if now >= next_beat:
                     next_beat = now + self.heartbeat_interval
                     self.hook("worker_heartbeat")
-                # Batch task events: publish when nothing else is happening, or
-                # when the oldest buffered event is as old as the window.
-                first = self._first_buffered
-                if first is not None and (idle or now - first >= TASK_EVENT_BATCH_WINDOW):
-                    self._first_buffered = None
-                    self.dispatcher.flush()
-                elif self.dispatcher.failed_sends:  # sends that failed: retry them
+                # Task event batches that waited TASK_EVENT_MAX_DELAY go now (this
+                # loop is the dispatcher's timer: no thread to contend for the GIL).
+                self.dispatcher.flush_due()
+                if self.dispatcher.failed_sends:  # sends that failed: retry them
                     self.dispatcher.flush(groups=False)
             self._shutdown(conn, consumer)
         finally:
@@ -290,6 +287,8 @@ class Worker:
                 return True
             self._finished(job, outcome)
             return False
+        if self.dispatcher.buffered:  # about to wait: what is batched goes first
+            self.dispatcher.flush()
         due = self.rate_limits.next_due() if self.rate_limits else None
         if self._drain(conn, IDLE_POLL if due is None else min(IDLE_POLL, max(due, 0.001))):
             return False
@@ -305,10 +304,6 @@ class Worker:
         except ShutdownRequested:  # the shutdown command; the stop flag is set
             pass
         return True
-
-    def _on_send_buffered(self) -> None:
-        if self._first_buffered is None:
-            self._first_buffered = time.monotonic()
 
     def _shutdown(self, conn: Any, consumer: Consumer) -> None:
         """Stop consuming, let running tasks finish, say goodbye."""
