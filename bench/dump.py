@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from receive import BROKERS, messages  # noqa: E402
+from receive import BROKERS, delete_exchange, messages  # noqa: E402
 
 WINDOW = 20_000  # events published ahead of the lines read: bounds the broker's queue
 QUIET = 5.0
@@ -123,11 +123,7 @@ def run_one(impl: str, broker: str, msgs: list[tuple[str, str, int]], appdir: st
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
-        with Connection(broker) as conn:
-            try:
-                get_exchange(conn, exchange_name)(conn.default_channel).delete()
-            except Exception:
-                pass
+        delete_exchange(broker, exchange_name)
 
 
 def main() -> None:

@@ -80,8 +80,7 @@ def child_send_paced(impl: str, broker: str, exchange: str, rate: str, seconds: 
             time.sleep(wait)
         disp.send("task-started", **FIELDS)
     time.sleep(0.2)
-    if hasattr(disp, "flush"):
-        disp.flush()
+    disp.flush()
     disp.close()
     conn.release()
 

@@ -200,11 +200,20 @@ def publish_and_measure(impl: str, broker: str, msgs: list[tuple[str, str, int]]
     finally:
         child.kill()
         child.wait()
-        with Connection(broker) as conn:  # the run's exchange goes with it
-            try:
-                get_exchange(conn, exchange_name)(conn.default_channel).delete()
-            except Exception:
-                pass
+        delete_exchange(broker, exchange_name)
+
+
+def delete_exchange(broker: str, name: str) -> None:
+    """The run's exchange goes with it (a broker error here loses nothing)."""
+    from kombu import Connection
+
+    from tidings.transport import get_exchange
+
+    with Connection(broker) as conn:
+        try:
+            get_exchange(conn, name)(conn.default_channel).delete()
+        except Exception:
+            pass
 
 
 def main() -> None:
