@@ -10,7 +10,10 @@ interleaved:
   events at a steady ``--delay-rate`` per second; a receiver (ours, the
   same for both) notes, for each event, the time from the event's
   ``timestamp`` to its arrival: median and p99 of that delay.  Ours runs
-  with the worker's adaptive batching (``max_delay=TASK_EVENT_MAX_DELAY``).
+  with adaptive batching at the worker's shortest delay
+  (``max_delay=TASK_EVENT_MAX_DELAY``), its timer thread publishing.
+  ``bench/worker_throughput.py --measures delay`` measures the same delay
+  behind real workers.
 
     python bench/publish.py [--events 20000] [--brokers amqp,redis] [--repeat 3]
 """
@@ -96,7 +99,7 @@ def child_receive(broker: str, exchange: str) -> None:
     now = time.time
 
     def on_event(event: dict) -> None:
-        if event.get("type") == "task-started":
+        if event.get("type", "").startswith("task-"):
             delays.append(now() - event["timestamp"])
 
     conn = app.connection_for_read()

@@ -1,15 +1,23 @@
-"""Worker throughput: no-op tasks through a Tidings worker and a Celery worker, same run.
+"""Workers with events: no-op tasks through a Tidings worker and a Celery worker, same run.
 
-For each implementation, pool (solo, prefork) and task events (off, on): publish
-``--tasks`` messages (20k) to a fresh queue on RabbitMQ, start the worker,
-and time from its first consumed message until the queue is empty.
+Two measures:
 
-    python bench/worker_throughput.py [--tasks 20000] [--broker amqp://...]
+* ``throughput``: for each implementation, pool (solo, prefork) and task
+  events (off, on), publish ``--tasks`` messages (20k) to a fresh queue on
+  RabbitMQ, start the worker, and time from its first consumed message
+  until the queue is empty;
+* ``delay``: a prefork worker with ``-E`` is sent ``--delay-rate`` tasks a
+  second (333: about 1,000 task events/s) for ``--delay-seconds``; a
+  receiver (``bench/publish.py``'s, the same for both) notes each task
+  event's delay from its ``timestamp`` to its arrival: p50 and p99.
+
+    python bench/worker_throughput.py [--tasks 20000] [--measures throughput,delay]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -18,6 +26,7 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+EVENT_EXCHANGE = "bench-ev"
 
 
 def publish(url: str, queue: str, name: str, n: int) -> None:
@@ -44,13 +53,15 @@ def drop(url: str, queue: str) -> None:
         Queue(queue, channel=conn.default_channel).delete()
 
 
-def measure(impl: str, pool: str, events: bool, url: str, n: int) -> float:
-    queue = f"bench-{uuid.uuid4().hex[:8]}"
-    name = "proj.noop" if impl == "tidings" else "interop.noop"
-    publish(url, queue, name, n)
+def task_name(impl: str) -> str:
+    return "proj.noop" if impl == "tidings" else "interop.noop"
+
+
+def start_worker(impl: str, pool: str, events: bool, url: str, queue: str
+                 ) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(ROOT), TIDINGS_BROKER_URL=url, INTEROP_BROKER=url,
                INTEROP_QUEUE=queue, TIDINGS_TASK_DEFAULT_QUEUE=queue,
-               TIDINGS_EVENT_EXCHANGE="bench-ev", INTEROP_EVENT_EXCHANGE="bench-ev",
+               TIDINGS_EVENT_EXCHANGE=EVENT_EXCHANGE, INTEROP_EVENT_EXCHANGE=EVENT_EXCHANGE,
                TIDINGS_CONTROL_EXCHANGE="bench-ctl", INTEROP_CONTROL_EXCHANGE="bench-ctl")
     concurrency = "1" if pool == "solo" else "2"
     if impl == "tidings":
@@ -62,8 +73,14 @@ def measure(impl: str, pool: str, events: bool, url: str, n: int) -> float:
                "--without-gossip", "--without-mingle"]
     if events:
         cmd.append("-E")
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+    return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
+
+
+def measure(impl: str, pool: str, events: bool, url: str, n: int) -> float:
+    queue = f"bench-{uuid.uuid4().hex[:8]}"
+    publish(url, queue, task_name(impl), n)
+    proc = start_worker(impl, pool, events, url, queue)
     try:
         while depth(url, queue) >= n:
             time.sleep(0.005)
@@ -78,11 +95,69 @@ def measure(impl: str, pool: str, events: bool, url: str, n: int) -> float:
     return n / elapsed
 
 
+def measure_delay(impl: str, url: str, rate: float, seconds: float) -> list[float]:
+    """Task event delays (seconds) behind a prefork worker sent ``rate`` tasks/s."""
+    from publish import _python
+    from tidings import App
+    from tidings.protocol.tasks import build_message
+
+    queue = f"bench-{uuid.uuid4().hex[:8]}"
+    receiver = _python("receive", url, EVENT_EXCHANGE)
+    assert receiver.stdout is not None
+    if receiver.stdout.readline().strip() != "ready":
+        raise SystemExit("the receiver did not start")
+    app = App("bench", broker=url)
+    publish(url, queue, task_name(impl), 1)  # the worker is up once this is gone
+    proc = start_worker(impl, "prefork", True, url, queue)
+    try:
+        while depth(url, queue):
+            time.sleep(0.05)
+        time.sleep(1.0)
+        start, n = time.perf_counter(), int(rate * seconds)
+        for i in range(n):
+            pause = start + i / rate - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+            app.publisher.publish(build_message(task_name(impl), queue=queue),
+                                  sent_event=False)
+        while depth(url, queue):
+            time.sleep(0.05)
+        time.sleep(1.0)
+        out, _ = receiver.communicate("stop\n", timeout=60)
+        return json.loads(out)
+    finally:
+        app.publisher.close()
+        for child in (receiver, proc):
+            if child.poll() is None:
+                child.terminate()
+                child.wait(60)
+        drop(url, queue)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", type=int, default=20_000)
     parser.add_argument("--broker", default="amqp://guest:guest@127.0.0.1:5672//")
+    parser.add_argument("--measures", default="throughput,delay")
+    parser.add_argument("--delay-rate", type=float, default=333.0, help="tasks/s")
+    parser.add_argument("--delay-seconds", type=float, default=10.0)
     args = parser.parse_args()
+    measures = args.measures.split(",")
+    if "throughput" in measures:
+        throughput(args)
+    if "delay" in measures:
+        from publish import percentile
+
+        print(f"\ntask event delay, prefork with -E, {args.delay_rate:,.0f} tasks/s "
+              f"for {args.delay_seconds:g} s")
+        print(f"{'':22}{'events':>8}{'p50 ms':>9}{'p99 ms':>9}")
+        for impl in ("celery", "tidings"):
+            delays = measure_delay(impl, args.broker, args.delay_rate, args.delay_seconds)
+            print(f"{impl:<22}{len(delays):>8}{percentile(delays, 0.5) * 1e3:>9.2f}"
+                  f"{percentile(delays, 0.99) * 1e3:>9.2f}")
+
+
+def throughput(args: argparse.Namespace) -> None:
     print(f"{args.tasks} no-op tasks per run, RabbitMQ; prefork with 2 processes")
     print(f"{'':22}{'events off':>12}{'events on':>12}{'on/off':>9}")
     rates = {}

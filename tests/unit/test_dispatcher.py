@@ -340,3 +340,58 @@ def test_events_carried_to_an_adaptive_dispatcher_are_sent_by_its_timer(app, con
     (batch,), _ = _wait_for_messages(read)
     assert [e["uuid"] for e in batch.payload] == ["a"]
     new.close()
+
+
+def test_a_busy_senders_delay_doubles_to_max_window_and_idling_brings_it_back(app, conn):
+    import time
+
+    read = drain(conn, app)
+    d = EventDispatcher(conn, app=app, buffer_group=["task"], buffer_limit=1000,
+                        max_delay=0.01, max_window=0.04, batch_timer=False)
+    d.send("task-received", uuid="0")  # nothing sent lately: at once
+    sent, windows = 1, []
+    deadline = time.monotonic() + 0.5
+    while time.monotonic() < deadline:  # a steady sender that never says it idles
+        d.send("task-started", uuid=str(sent))
+        sent += 1
+        d.flush_due()
+        windows.append(d.window)
+        time.sleep(0.001)
+    assert windows[0] == 0.01 and windows[-1] == 0.04
+    assert sorted(set(windows)) == [0.01, 0.02, 0.04]  # doubled, never past the cap
+    batches = [len(m.payload) for m in read()]
+    assert batches[0] == 1 and max(batches) >= 2 * batches[1]  # longer waits, bigger batches
+    d.flush_due(idle=True)  # the owner has no work waiting: back to the short delay
+    assert d.window == 0.01
+    d.send("task-started", uuid=str(sent))
+    sent += 1
+    d.flush_idle()  # about to wait for work: everything goes
+    assert d.buffered == 0
+    assert sum(batches) + sum(len(m.payload) for m in read()) == sent
+    d.close()
+
+
+def test_a_timer_driven_sender_keeps_its_delay(app, conn):
+    import time
+
+    d = EventDispatcher(conn, app=app, buffer_group=["task"], max_delay=0.005,
+                        max_window=0.1)
+    for i in range(300):
+        d.send("task-started", uuid=str(i))
+        time.sleep(0.001)
+    assert d.window == 0.005  # no owner to say when it idles: the delay never grows
+    d.close()
+
+
+def test_without_max_window_the_delay_never_grows(app, conn):
+    import time
+
+    d = EventDispatcher(conn, app=app, buffer_group=["task"], max_delay=0.005,
+                        batch_timer=False)
+    for i in range(500):
+        d.send("task-started", uuid=str(i))
+        if i % 20 == 0:
+            time.sleep(0.001)
+        d.flush_due()
+    assert d.window == 0.005
+    d.close()

@@ -25,7 +25,15 @@ Differences from Celery, each a fix of a way Celery loses or corrupts events:
   and an event that finds the group idle (nothing published for
   ``max_delay``) goes at once, as a batch of one.  Celery's batches wait
   for ``buffer_limit`` events or for their owner to flush, so at a
-  moderate rate each event waits about ``buffer_limit`` events' time.
+  moderate rate each event waits about ``buffer_limit`` events' time;
+* with ``max_window`` as well, the delay follows the sender's load: each
+  batch that waited the whole delay doubles it, up to ``max_window``, and
+  the owner brings it back to ``max_delay`` whenever it has no work
+  waiting (``flush_due(idle=True)``, or :meth:`flush_idle` before it waits
+  for work).  A sender with time to spare keeps small batches; a busy one
+  publishes a few large batches rather than one small batch every
+  ``max_delay``, which is what it and every consumer pay for per message.
+  (A timer-driven sender has no such signal: it keeps ``max_delay``.)
 """
 
 from __future__ import annotations
@@ -198,6 +206,7 @@ class EventDispatcher:
         outbound_limit: int | None = None,
         max_delay: float | None = None,
         batch_timer: bool = True,
+        max_window: float | None = None,
     ) -> None:
         self.app = app
         self.conf = conf = app.conf if app is not None else default_settings()
@@ -220,6 +229,10 @@ class EventDispatcher:
         self._group_buffer: dict[str, list[dict]] = {g: [] for g in self.buffer_group}
         #: Adaptive batching (see the module documentation); None: Celery's batching.
         self.max_delay = max_delay
+        #: The longest the delay grows to under load (None: it stays ``max_delay``).
+        self.max_window = max_window
+        #: The delay now: ``max_delay``, or longer while the owner is busy (``max_window``).
+        self.window = max_delay or 0.0
         #: False: no timer thread; the owner calls :meth:`flush_due` often (a worker's loop).
         self.batch_timer = batch_timer
         self._oldest_buffered: float | None = None  # monotonic time of the oldest event
@@ -348,14 +361,22 @@ class EventDispatcher:
         ``max_delay``; otherwise the timer is asked to come back then.
         """
         now = time.monotonic()
-        delay = self.max_delay or 0.0
+        delay = self.window
         oldest = self._oldest_buffered
         if oldest is not None:
-            return now - oldest >= delay
+            if now - oldest < delay:
+                return False
+            self._widen()
+            return True
         if now - self._last_batch >= delay:  # idle: a batch of one, at once
             return True
         self._note_buffered(now)
         return False
+
+    def _widen(self) -> None:
+        """A batch waited the whole delay: unless the owner says it idles, wait longer."""
+        if self.max_window is not None and self.batch_timer is False:
+            self.window = min(self.window * 2, self.max_window)
 
     def _note_buffered(self, now: float) -> None:
         """The first event is buffered: the timer publishes it ``max_delay`` from now."""
@@ -366,23 +387,37 @@ class EventDispatcher:
             weakref.finalize(self, timer.stop)  # a dispatcher dropped unclosed ends it too
             timer.start()
         if timer is not None:
-            timer.schedule(now + (self.max_delay or 0.0))
+            timer.schedule(now + self.window)
 
-    def flush_due(self) -> None:
-        """Publish the batches whose oldest event has waited ``max_delay``.
+    def flush_due(self, idle: bool = False) -> None:
+        """Publish the batches whose oldest event has waited the delay.
 
         The timer's call; an owner that runs a loop of its own (the worker)
-        calls it on every turn instead, with ``batch_timer=False``.
+        calls it on every turn instead, with ``batch_timer=False``, and says
+        whether it is ``idle`` (no work waiting): the delay then goes back to
+        ``max_delay`` first.
         """
         with self.mutex:
+            if idle:
+                self.window = self.max_delay or 0.0
             oldest = self._oldest_buffered
             if oldest is None:
                 return
-            remaining = oldest + (self.max_delay or 0.0) - time.monotonic()
+            remaining = oldest + self.window - time.monotonic()
             if remaining <= 0:
+                if not idle:
+                    self._widen()
                 self.flush(errors=False)
             elif self._timer is not None:
-                self._timer.schedule(oldest + (self.max_delay or 0.0))
+                self._timer.schedule(oldest + self.window)
+
+    def flush_idle(self) -> None:
+        """The owner is about to wait for work: publish everything, and bring the
+        delay back to ``max_delay``."""
+        with self.mutex:
+            self.window = self.max_delay or 0.0
+            if any(self._group_buffer.values()) or self._outbound_buffer:
+                self.flush()
 
     def _publish(self, event: Any, producer: Producer | None, routing_key: str,
                  retry: bool = False, retry_policy: dict | None = None, **kwargs: Any) -> Any:

@@ -66,11 +66,15 @@ logger = logging.getLogger("tidings.worker")
 
 #: Task events are published as ``task.multi`` batches of at most this many.
 TASK_EVENT_BATCH = 100
-#: A batch is published once its oldest event is this old (seconds), and an
-#: event after a quiet spell at once (the dispatcher's adaptive batching):
-#: at moderate rates monitors see events within a few milliseconds, under
-#: load the batches fill up to ``TASK_EVENT_BATCH``.
+#: Task event batches go when the worker is about to wait for work, when
+#: full, or when the oldest event has waited the batch delay (seconds): the
+#: first figure whenever the worker has no work waiting, doubling while it
+#: has, up to the second (the dispatcher's adaptive batching). At moderate
+#: rates monitors see events within a few milliseconds; a busy worker sends
+#: a few full batches rather than one small one every 2 ms, which it and
+#: every consumer pay for per message.
 TASK_EVENT_MAX_DELAY = 0.002
+TASK_EVENT_MAX_WINDOW = 0.064
 #: Seconds the broker is polled per loop turn when no task runs.
 IDLE_POLL = 0.05
 #: While tasks run: seconds the broker is polled, then seconds spent waiting
@@ -212,7 +216,8 @@ class Worker:
             delivery_mode=PERSISTENT if self.app.conf.worker_events_confirm else DELIVERY_MODE,
             enabled=bool(self.task_events or self.heartbeat_enabled),
             groups=groups, buffer_group=[TASK_GROUP], buffer_limit=TASK_EVENT_BATCH,
-            max_delay=TASK_EVENT_MAX_DELAY, batch_timer=False)
+            max_delay=TASK_EVENT_MAX_DELAY, max_window=TASK_EVENT_MAX_WINDOW,
+            batch_timer=False)
         if previous is not None:
             self.dispatcher.extend_buffer(previous)
             previous.close()
@@ -249,7 +254,7 @@ class Worker:
         next_beat = time.monotonic() + self.heartbeat_interval
         try:
             while not self._stop.is_set():
-                self._poll(conn)
+                idle = self._poll(conn)
                 self._tick()
                 if self.autoscaler is not None:
                     self.autoscaler.maybe_scale()
@@ -258,9 +263,9 @@ class Worker:
                 if now >= next_beat:
                     next_beat = now + self.heartbeat_interval
                     self.hook("worker_heartbeat")
-                # Task event batches that waited TASK_EVENT_MAX_DELAY go now (this
-                # loop is the dispatcher's timer: no thread to contend for the GIL).
-                self.dispatcher.flush_due()
+                # Task event batches that waited their delay go now (this loop
+                # is the dispatcher's timer: no thread to contend for the GIL).
+                self.dispatcher.flush_due(idle=idle)
                 if self.dispatcher.failed_sends:  # sends that failed: retry them
                     self.dispatcher.flush(groups=False)
             self._shutdown(conn, consumer)
@@ -281,14 +286,22 @@ class Worker:
         if self.pool.active:
             if self._drain(conn, BUSY_BROKER_POLL):
                 return False
+            if not self._waiting and self._done.empty():
+                # About to wait for a job, no work held back: not loaded.
+                self.dispatcher.flush_due(idle=True)
             try:
                 job, outcome = self._done.get(timeout=BUSY_OUTCOME_WAIT)
             except queue.Empty:
                 return True
             self._finished(job, outcome)
             return False
-        if self.dispatcher.buffered:  # about to wait: what is batched goes first
-            self.dispatcher.flush()
+        if self.dispatcher.buffered:
+            # About to wait: unless the broker has more for us already (a busy
+            # worker's prefetched messages; a poll that does not wait), what is
+            # batched goes first.
+            if self._drain(conn, 0):
+                return False
+            self.dispatcher.flush_idle()
         due = self.rate_limits.next_due() if self.rate_limits else None
         if self._drain(conn, IDLE_POLL if due is None else min(IDLE_POLL, max(due, 0.001))):
             return False
