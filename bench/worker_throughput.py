@@ -46,6 +46,11 @@ def depth(url: str, queue: str) -> int:
         return conn.default_channel.queue_declare(queue, passive=True).message_count
 
 
+def wait_empty(url: str, queue: str, pause: float) -> None:
+    while depth(url, queue) > 0:
+        time.sleep(pause)
+
+
 def drop(url: str, queue: str) -> None:
     from kombu import Connection, Queue
 
@@ -85,8 +90,7 @@ def measure(impl: str, pool: str, events: bool, url: str, n: int) -> float:
         while depth(url, queue) >= n:
             time.sleep(0.005)
         start = time.perf_counter()
-        while depth(url, queue) > 0:
-            time.sleep(0.01)
+        wait_empty(url, queue, 0.01)
         elapsed = time.perf_counter() - start
     finally:
         proc.terminate()
@@ -102,16 +106,16 @@ def measure_delay(impl: str, url: str, rate: float, seconds: float) -> list[floa
     from tidings.protocol.tasks import build_message
 
     queue = f"bench-{uuid.uuid4().hex[:8]}"
-    receiver = _python("receive", url, EVENT_EXCHANGE)
-    assert receiver.stdout is not None
-    if receiver.stdout.readline().strip() != "ready":
-        raise SystemExit("the receiver did not start")
     app = App("bench", broker=url)
-    publish(url, queue, task_name(impl), 1)  # the worker is up once this is gone
-    proc = start_worker(impl, "prefork", True, url, queue)
+    receiver = _python("receive", url, EVENT_EXCHANGE)
+    children = [receiver]
     try:
-        while depth(url, queue):
-            time.sleep(0.05)
+        assert receiver.stdout is not None
+        if receiver.stdout.readline().strip() != "ready":
+            raise SystemExit("the receiver did not start")
+        publish(url, queue, task_name(impl), 1)  # the worker is up once this is gone
+        children.append(start_worker(impl, "prefork", True, url, queue))
+        wait_empty(url, queue, 0.05)
         time.sleep(1.0)
         start, n = time.perf_counter(), int(rate * seconds)
         for i in range(n):
@@ -120,14 +124,13 @@ def measure_delay(impl: str, url: str, rate: float, seconds: float) -> list[floa
                 time.sleep(pause)
             app.publisher.publish(build_message(task_name(impl), queue=queue),
                                   sent_event=False)
-        while depth(url, queue):
-            time.sleep(0.05)
+        wait_empty(url, queue, 0.05)
         time.sleep(1.0)
         out, _ = receiver.communicate("stop\n", timeout=60)
         return json.loads(out)
     finally:
         app.publisher.close()
-        for child in (receiver, proc):
+        for child in children:
             if child.poll() is None:
                 child.terminate()
                 child.wait(60)

@@ -358,7 +358,7 @@ class EventDispatcher:
         """Adaptive batching, under the mutex: whether to publish the batches now.
 
         Now if the group was idle, or the oldest buffered event has waited
-        ``max_delay``; otherwise the timer is asked to come back then.
+        the delay (``window``); otherwise the timer is asked to come back then.
         """
         now = time.monotonic()
         delay = self.window
@@ -378,8 +378,12 @@ class EventDispatcher:
         if self.max_window is not None and self.batch_timer is False:
             self.window = min(self.window * 2, self.max_window)
 
+    def _relax(self) -> None:
+        """The owner has no work waiting: back to the shortest delay."""
+        self.window = self.max_delay or 0.0
+
     def _note_buffered(self, now: float) -> None:
-        """The first event is buffered: the timer publishes it ``max_delay`` from now."""
+        """The first event is buffered: the timer publishes it ``window`` from now."""
         self._oldest_buffered = now
         timer = self._timer
         if timer is None and self.batch_timer and not self._closed:
@@ -399,7 +403,7 @@ class EventDispatcher:
         """
         with self.mutex:
             if idle:
-                self.window = self.max_delay or 0.0
+                self._relax()
             oldest = self._oldest_buffered
             if oldest is None:
                 return
@@ -415,7 +419,7 @@ class EventDispatcher:
         """The owner is about to wait for work: publish everything, and bring the
         delay back to ``max_delay``."""
         with self.mutex:
-            self.window = self.max_delay or 0.0
+            self._relax()
             if any(self._group_buffer.values()) or self._outbound_buffer:
                 self.flush()
 
