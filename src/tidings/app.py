@@ -71,7 +71,12 @@ class App:
         return self._connection(url, **kwargs)
 
     def connection_for_read(self, url: str | None = None, **kwargs: Any) -> Connection:
-        """A new (lazy) connection for consuming."""
+        """A new (lazy) connection for consuming with ``drain_events``.
+
+        On RabbitMQ it reads the socket in large chunks (see
+        :mod:`tidings.transport.buffered`): not for kombu's event loop.
+        """
+        kwargs.setdefault("buffered_reads", True)
         return self._connection(url, **kwargs)
 
     def _connection(self, url: str | None = None, **kwargs: Any) -> Connection:

@@ -9,9 +9,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 from kombu import Connection
 
+from .buffered import BufferedAMQPTransport
 from .embedded import EmbeddedTransport
 
 __all__ = [
+    "AMQP_SCHEMES",
     "EMBEDDED_POLL_INTERVAL",
     "EMBEDDED_SCHEME",
     "connection_for",
@@ -23,6 +25,8 @@ __all__ = [
 ]
 
 EMBEDDED_SCHEME = "filesystem"
+#: URL schemes of kombu's py-amqp transport, the one :mod:`.buffered` reads for.
+AMQP_SCHEMES = frozenset({"amqp", "pyamqp"})
 
 #: Seconds between polls of the embedded broker's folder by a consumer.
 EMBEDDED_POLL_INTERVAL = 0.05
@@ -66,8 +70,13 @@ def connection_for(
     data_dir: str | None = None,
     transport_options: dict[str, Any] | None = None,
     connect_timeout: float | None = 4.0,
+    buffered_reads: bool = False,
 ) -> Connection:
-    """A kombu ``Connection`` (not yet connected) for ``url``, embedded broker included."""
+    """A kombu ``Connection`` (not yet connected) for ``url``, embedded broker included.
+
+    ``buffered_reads``: on RabbitMQ over plain TCP, read the socket in large
+    chunks (:mod:`.buffered`); for consumers that read with ``drain_events``.
+    """
     options = dict(transport_options or {})
     if is_embedded(url):
         folder = embedded_folder(url, data_dir)
@@ -83,6 +92,9 @@ def connection_for(
             transport_options=options,
             connect_timeout=connect_timeout,
         )
+    if buffered_reads and url.split("://", 1)[0] in AMQP_SCHEMES:
+        return Connection(url, transport=BufferedAMQPTransport, transport_options=options,
+                          connect_timeout=connect_timeout)
     return Connection(url, transport_options=options, connect_timeout=connect_timeout)
 
 
@@ -94,4 +106,5 @@ def connection_from_settings(conf: Any, url: str | None = None, **kwargs: Any) -
         transport_options=kwargs.pop("transport_options", None)
         or conf.broker_transport_options,
         connect_timeout=kwargs.pop("connect_timeout", conf.broker_connection_timeout),
+        buffered_reads=kwargs.pop("buffered_reads", False),
     )
