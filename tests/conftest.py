@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kombu import Connection, Exchange
+from kombu import Connection, Exchange, Queue
 
 from tidings import App
 
@@ -56,6 +56,15 @@ def need_broker(url: str) -> None:
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def delete_queue(url: str, name: str) -> None:
+    """Remove a queue a test made a worker declare (RabbitMQ) or fill (Redis)."""
+    try:
+        with Connection(url, connect_timeout=2) as conn:
+            Queue(name, channel=conn.default_channel).delete()
+    except Exception:
+        pass
 
 
 def cleanup_broker(url: str, exchanges: list[str]) -> None:

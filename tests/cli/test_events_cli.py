@@ -26,6 +26,7 @@ from tests.conftest import (
     FIXTURES,
     ROOT,
     cleanup_broker,
+    delete_queue,
     make_app,
     pg_schema,
     unique,
@@ -385,7 +386,8 @@ def test_events_from_a_real_celery_worker(broker_url, tmp_path):
             worker.terminate()
             worker.wait(30)
         cli.stop()
-        cleanup_broker(broker_url, [*declared, queue])
+        cleanup_broker(broker_url, declared)
+        delete_queue(broker_url, queue)
 
 
 # -- user errors ------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli.helpers import wait_for
-from tests.conftest import ROOT, cleanup_broker, make_app, unique
+from tests.conftest import ROOT, cleanup_broker, delete_queue, make_app, unique
 from tidings.events import EventDispatcher, EventReceiver, State
 
 pytestmark = [pytest.mark.broker, pytest.mark.interop]
@@ -28,15 +28,8 @@ def celery_env(broker_url):
                INTEROP_CONTROL_EXCHANGE=app.conf.control_exchange, INTEROP_QUEUE=queue,
                PYTHONPATH=str(ROOT))
     yield app, env, queue
-    cleanup_broker(broker_url, [*declared, queue])
-    if broker_url.startswith("amqp"):
-        from kombu import Connection, Queue
-
-        with Connection(broker_url) as conn:
-            try:
-                Queue(queue, channel=conn.default_channel).delete()
-            except Exception:
-                pass
+    cleanup_broker(broker_url, declared)
+    delete_queue(broker_url, queue)
 
 
 def celery_client(env):

@@ -176,3 +176,18 @@ def test_connections_for_reading_rabbitmq_use_it_and_consume(amqp_url):
     with app.connection_for_write() as conn:  # publishers keep py-amqp's reads
         conn.ensure_connection(max_retries=1)
         assert type(conn.connection.transport) is TCPTransport
+
+
+def test_a_non_blocking_read_of_an_incomplete_frame_times_out_and_keeps_it(pair):
+    a, b = pair
+    transport = reader(BufferedTCPTransport, a)
+    a.settimeout(0)
+    with pytest.raises(socket.timeout):
+        transport.read_frame()  # nothing there
+    whole = frame(1, 3, b"abcdef")
+    b.sendall(whole[:9])
+    with pytest.raises(socket.timeout):
+        transport.read_frame()  # header there, payload not: py-amqp would spin here
+    b.sendall(whole[9:])
+    a.settimeout(2)
+    assert transport.read_frame() == (1, 3, b"abcdef")

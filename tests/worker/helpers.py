@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from tests.cli.helpers import TIDINGS, cli_env, wait_for
-from tests.conftest import ROOT, cleanup_broker, make_app, unique
+from tests.conftest import ROOT, cleanup_broker, delete_queue, make_app, unique
 from tidings import App
 from tidings.events import EventReceiver
 
@@ -127,19 +127,8 @@ class cluster:
             w.stop()
         self.capture.stop()
         self.proj.app.publisher.close()
-        cleanup_broker(self.url, [*self.declared, self.queue])
-        if self.url.startswith("amqp"):
-            from kombu import Connection, Queue
-
-            with Connection(self.url) as conn:
-                try:
-                    Queue(self.queue, channel=conn.default_channel).delete()
-                except Exception:
-                    pass
-        else:
-            import redis
-
-            redis.Redis.from_url(self.url).delete(self.queue)
+        cleanup_broker(self.url, self.declared)
+        delete_queue(self.url, self.queue)
 
 
 def inspect(c: cluster, command: str, name: str = "w1@test", timeout: float = 5.0,
@@ -148,17 +137,6 @@ def inspect(c: cluster, command: str, name: str = "w1@test", timeout: float = 5.
     replies = c.app.control.broadcast(command, arguments=arguments, destination=[name],
                                       reply=True, timeout=timeout)
     return (replies or [{}])[0].get(name, NO_REPLY)
-
-
-def delete_queue(url: str, name: str) -> None:
-    """Remove a queue a test made the worker declare (RabbitMQ) or fill (Redis)."""
-    from kombu import Connection, Queue
-
-    with Connection(url) as conn:
-        try:
-            Queue(name, channel=conn.default_channel).delete()
-        except Exception:
-            pass
 
 
 #: What :func:`inspect` returns when the worker did not answer in time.

@@ -9,9 +9,11 @@ consumer that is behind reads hundreds of messages per system call.
 
 Only what py-amqp reads changes: frames, their order, heartbeats, timeouts
 and errors are the same.  A timeout in the middle of a frame consumes
-nothing (the partial frame stays buffered for the next read), as py-amqp's
-own read does.  TLS connections keep py-amqp's transport (an SSL socket
-returns at most one record per read anyway).
+nothing (the partial frame stays buffered for the next read), as with
+py-amqp's own read.  One difference: a read with timeout 0 that finds a
+frame incomplete times out, where py-amqp spins until the rest arrives.
+TLS connections keep py-amqp's transport (an SSL socket returns at most
+one record per read anyway).
 
 The one thing a buffer changes: bytes already read are no longer visible to
 ``select``/``poll`` on the socket.  Every consumer here reads with
@@ -38,8 +40,10 @@ __all__ = ["READ_SIZE", "BufferedAMQPTransport", "BufferedTCPTransport"]
 #: the largest frame (the broker's ``frame_max``, 128 KiB by default).
 READ_SIZE = 65536
 FRAME_END = 0xCE
-#: A ``recv`` interrupted before anything came: try again (py-amqp does the same).
-_RETRY = frozenset({errno.EAGAIN, errno.EINTR})
+#: A non-blocking ``recv`` (timeout 0) found nothing: a timeout, as py-amqp
+#: makes of it on a frame's first read (and where it would spin on a later
+#: one, nothing here is lost by giving up: the partial frame stays buffered).
+_WOULD_BLOCK = frozenset({errno.EAGAIN, errno.EWOULDBLOCK})
 #: Errors after which the connection is still usable (py-amqp's set).
 _UNAVAILABLE = frozenset({errno.EAGAIN, errno.EINTR, errno.ENOENT, errno.EWOULDBLOCK})
 
@@ -79,8 +83,10 @@ class BufferedTCPTransport(TCPTransport):
             except TimeoutError:
                 raise
             except OSError as exc:
-                if exc.errno in _RETRY:
-                    if initial and not buf and self.raise_on_initial_eintr:
+                if exc.errno in _WOULD_BLOCK:  # a socket without a timeout: nothing there yet
+                    raise TimeoutError() from exc
+                if exc.errno == errno.EINTR:
+                    if initial and self.raise_on_initial_eintr:
                         raise TimeoutError() from exc
                     continue
                 raise

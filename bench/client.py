@@ -1,0 +1,106 @@
+"""A client sending tasks: ``send_task`` with ``task_send_sent_event`` off and on, both apps.
+
+Each run is a fresh process that sends ``--tasks`` tasks by name (no worker
+consumes them; the run's queue and exchange are deleted after it) to
+RabbitMQ or Redis, and prints tasks per second.  Off and on, Celery and
+Tidings are interleaved, ``--repeat`` times; the table gives the medians,
+what ``task-sent`` costs each (on ÷ off), and Tidings ÷ Celery.
+
+    python bench/client.py [--tasks 5000] [--brokers amqp,redis] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+BROKERS = {"amqp": "amqp://guest:guest@127.0.0.1:5672//", "redis": "redis://127.0.0.1:6379/14"}
+WARMUP = 200  # tasks sent before the clock starts: connections, declarations
+
+
+def child(impl: str, broker: str, tag: str, sent_event: bool, tasks: int) -> None:
+    settings = {"event_exchange": f"{tag}-ev", "task_default_queue": f"{tag}-q",
+                "task_send_sent_event": sent_event}
+    if impl == "celery":
+        from celery import Celery
+
+        app = Celery("bench", broker=broker, set_as_current=False)
+        app.conf.update(settings)
+    else:
+        from tidings import App
+
+        app = App("bench", broker=broker, **settings)
+    for n in range(WARMUP):
+        app.send_task("bench.noop", (n,))
+    start = time.perf_counter()
+    for n in range(tasks):
+        app.send_task("bench.noop", (n,))
+    elapsed = time.perf_counter() - start
+    print(json.dumps({"rate": tasks / elapsed}))
+
+
+def run(impl: str, broker: str, sent_event: bool, tasks: int) -> float:
+    tag = f"bench-client-{uuid.uuid4().hex[:8]}"
+    try:
+        out = subprocess.run([sys.executable, __file__, "--child", impl, broker, tag,
+                              "1" if sent_event else "0", str(tasks)],
+                             check=True, capture_output=True, text=True, cwd=ROOT).stdout
+        return json.loads(out.strip().splitlines()[-1])["rate"]
+    finally:
+        cleanup(broker, tag)
+
+
+def cleanup(broker: str, tag: str) -> None:
+    """The run's queue (full of tasks nobody runs) and event exchange go with it."""
+    from kombu import Connection, Exchange, Queue
+
+    with Connection(broker) as conn:
+        for thing in (Queue(f"{tag}-q"), Exchange(f"{tag}-ev")):
+            try:
+                thing(conn.default_channel).delete()
+            except Exception:
+                pass
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", type=int, default=5000)
+    parser.add_argument("--brokers", default="amqp,redis")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        impl, broker, tag, sent, tasks = args.child
+        return child(impl, broker, tag, sent == "1", int(tasks))
+    rows = []
+    for name in args.brokers.split(","):
+        rates: dict[tuple[str, bool], list[float]] = {}
+        for _ in range(args.repeat):
+            for sent in (False, True):
+                for impl in ("celery", "tidings"):
+                    rate = run(impl, BROKERS[name], sent, args.tasks)
+                    rates.setdefault((impl, sent), []).append(rate)
+                    print(f"  {name} {impl} sent-event {'on' if sent else 'off'}: "
+                          f"{rate:,.0f} tasks/s", file=sys.stderr)
+        med = {key: statistics.median(v) for key, v in rates.items()}
+        rows.append((name, med))
+    print(f"\nsend_task, tasks/s (median of {args.repeat}, {args.tasks:,} tasks)")
+    print(f"{'broker':<7}{'':<9}{'off':>9}{'on':>9}{'on/off':>8}")
+    for name, med in rows:
+        for impl in ("celery", "tidings"):
+            off, on = med[(impl, False)], med[(impl, True)]
+            print(f"{name:<7}{impl:<9}{off:>9,.0f}{on:>9,.0f}{on / off:>8.2f}")
+        print(f"{'':<7}{'ratio':<9}{med[('tidings', False)] / med[('celery', False)]:>8.2f}x"
+              f"{med[('tidings', True)] / med[('celery', True)]:>8.2f}x")
+
+
+if __name__ == "__main__":
+    main()
