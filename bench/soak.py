@@ -10,9 +10,9 @@ a bounded State, ``tidings exporter`` and ``tidings web`` (State bounded at
 it prints, per process, the RSS after warm-up and at the end and the slope
 (percent per 10 minutes, least squares over the samples after warm-up, and
 again over the second half of them), the tasks sent against the tasks the
-exporter counted as succeeded, and the events the exporter itself counted as lost, by
-cause (its ``/health``): a task not counted with no loss counted beside it
-would be a loss nobody reported.
+exporter counted as succeeded, and the events the exporter itself counted
+as lost, by cause (its ``/health``): a task not counted with no loss
+counted beside it would be a loss nobody reported.
 
     python bench/soak.py [--minutes 10] [--rate 5000] [--broker amqp://...]
 """

@@ -83,7 +83,7 @@ class BufferedTCPTransport(TCPTransport):
             except TimeoutError:
                 raise
             except OSError as exc:
-                if exc.errno in _WOULD_BLOCK:  # a socket without a timeout: nothing there yet
+                if exc.errno in _WOULD_BLOCK:  # non-blocking (timeout 0): nothing there yet
                     raise TimeoutError() from exc
                 if exc.errno == errno.EINTR:
                     if initial and self.raise_on_initial_eintr:
