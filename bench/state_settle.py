@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,16 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 
 
-def rss_kib() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS in /proc/self/status")
-
-
 def child(impl: str, events: int, max_tasks: int, every: int) -> None:
     sys.path.insert(0, str(ROOT))
+    from soak import rss_kib
     from state_ingest import stream
 
     if impl == "celery":
@@ -43,7 +37,7 @@ def child(impl: str, events: int, max_tasks: int, every: int) -> None:
     for n, event in enumerate(stream(events // 4 + 1), 1):
         state.event(event)
         if n % every == 0:
-            rows.append(rss_kib())
+            rows.append(rss_kib(os.getpid()))
         if n >= events:
             break
     print(json.dumps(rows))
