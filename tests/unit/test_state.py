@@ -426,6 +426,34 @@ def test_a_subclass_attributes_are_protected_from_event_keys():
     assert plain.tasks["a"].summary == "kept"
 
 
+class SlottedTask(Task):
+    __slots__ = ("seen_by",)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seen_by = "me"
+
+
+class SlottedState(State):
+    Task = SlottedTask
+
+
+def test_a_pickled_state_keeps_every_field_custom_keys_and_subclasses():
+    s = SlottedState()
+    task_flow(s, "a", custom_field={"x": [1]})
+    s.event(ev("task-sent", hostname="client@h", uuid="b", name="n", clock=9))
+    s.tasks["b"].note = "set by a camera"
+    s2 = pickle.loads(pickle.dumps(s, protocol=pickle.HIGHEST_PROTOCOL))
+    for uuid in ("a", "b"):
+        old, new = s.tasks[uuid], s2.tasks[uuid]
+        assert type(new) is SlottedTask and new.seen_by == "me"
+        assert new.as_dict() == old.as_dict() and new.info() == old.info()
+        assert (new.first_key, new.last_key) == (old.first_key, old.last_key)
+    assert s2.tasks["a"].custom_field == {"x": [1]} and s2.tasks["b"].note == "set by a camera"
+    assert s2.tasks["b"].exception is None and s2.tasks["b"].client == "client@h"
+    assert [u for u, _ in s2.tasks_by_time()] == ["b", "a"]
+
+
 def test_drift_warnings_are_remembered_per_state(caplog):
     for _ in range(2):
         s = State()

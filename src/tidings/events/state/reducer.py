@@ -37,6 +37,8 @@ _intern = sys.intern
 _TYPES = {name: name for name in EVENT_TYPES}
 #: One object per empty ``args``/``kwargs`` text.
 _EMPTY = {text: text for text in EMPTY_ARGUMENTS}
+#: Shared fields whose every short text is interned (``args``/``kwargs`` only when empty).
+_SHARED_TEXT = tuple(sorted(TASK_SHARED_FIELDS - TASK_SHARED_ARGUMENTS))
 #: Subjects whose events carry the shared fields (``task-sent``, ``task-received``).
 _DESCRIBING = frozenset({"sent", "received"})
 
@@ -188,11 +190,13 @@ class Reducer:
         queue, ``{}``.  Interned, each is kept once however many tasks have
         it (interned strings still go when the last task holding one does).
         """
-        for field in TASK_SHARED_FIELDS.intersection(event):
-            value = event[field]
-            if field not in TASK_SHARED_ARGUMENTS:
-                event[field] = _shared(value)
-            elif value.__class__ is str:
+        for field in _SHARED_TEXT:  # a loop over a few names, no set built per event
+            value = event.get(field)
+            if value.__class__ is str and len(value) <= SHARED_TEXT_MAX:
+                event[field] = _intern(value)
+        for field in TASK_SHARED_ARGUMENTS:
+            value = event.get(field)
+            if value.__class__ is str:
                 event[field] = _EMPTY.get(value, value)
         if event.get("root_id") == uuid:
             event["root_id"] = uuid

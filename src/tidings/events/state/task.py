@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from ...protocol import states
@@ -41,15 +42,36 @@ TASK_DEFAULTS["clock"] = 0
 #: ``(clock, origin, timestamp, uuid)`` of the task's earliest and latest
 #: events: time order sorts on them (see :mod:`.timeline`).
 _INTERNAL = ("uuid", "cluster_state", "_children", "first_key", "last_key")
-_INTERNAL_DEFAULTS = {"_children": None, "first_key": None, "last_key": None,
-                      "cluster_state": None}
+
+
+def _slots_setter(names: tuple[str, ...]) -> Callable[[Any, tuple], None]:
+    """``set(obj, values)``: ``obj.<name> = value`` for each of ``names``, in one statement.
+
+    Generated (as :mod:`dataclasses` generates ``__init__``) because one
+    unpacking assignment is several times faster than a loop of ``setattr``.
+    The names are the protocol table's identifiers, never event data.
+    """
+    assert all(name.isidentifier() for name in names)
+    namespace: dict[str, Any] = {}
+    targets = ", ".join(f"obj.{name}" for name in names)
+    exec(f"def set_slots(obj, values):\n    {targets}, = values", namespace)
+    return namespace["set_slots"]
+
+
+#: Every slot holds a value from the start (the defaults above), so reads
+#: never need a Python ``__getattr__`` fallback and a task's fields come out
+#: in one C call (``_ALL_VALUES``): ``as_dict()``, pickles and copies cost a
+#: fraction of a per-field fallback.
+_set_fields = _slots_setter(tuple(TASK_DEFAULTS))
+_DEFAULT_VALUES = tuple(TASK_DEFAULTS.values())
 
 
 class Task:
     """A task as seen through its events.
 
     Fields not set by any event read as Celery's defaults (``None``;
-    ``state`` ``PENDING``; ``clock`` 0) without taking memory.
+    ``state`` ``PENDING``; ``clock`` 0).  Each is a slot, set to its default
+    when the task is made: it costs no more memory than an unset slot.
     """
 
     __slots__ = (*_INTERNAL, *TASK_DEFAULTS, "__dict__", "__weakref__")
@@ -71,6 +93,7 @@ class Task:
 
     def __init__(self, uuid: str | None = None, cluster_state: State | None = None,
                  children: Iterable[Any] | None = None, **kwargs: Any) -> None:
+        _set_fields(self, _DEFAULT_VALUES)
         self.uuid = uuid
         self.cluster_state = cluster_state
         self._children = None
@@ -82,15 +105,6 @@ class Task:
         kwargs.pop("parent", None)
         for key, value in kwargs.items():
             setattr(self, key, value)
-
-    def __getattr__(self, name: str) -> Any:
-        # Only reached for a slot that no event has set yet.
-        try:
-            return TASK_DEFAULTS[name]
-        except KeyError:
-            if name in _INTERNAL_DEFAULTS:
-                return None
-            raise AttributeError(name) from None
 
     def event(self, type_: str, timestamp: float | None = None,
               local_received: float | None = None, fields: dict[str, Any] | None = None,
@@ -137,27 +151,24 @@ class Task:
         return out
 
     def as_dict(self) -> dict[str, Any]:
-        out = {}
-        for name in self._fields:
-            if name == "children":
-                out[name] = [task.id for task in self.children]
-            elif name == "root":
-                out[name] = self.root_id
-            elif name == "parent":
-                out[name] = self.parent_id
-            else:
-                out[name] = getattr(self, name)
+        if self._fields is not TASK_DICT_FIELDS:  # a subclass's own list of fields
+            return {name: self._dict_value(name) for name in self._fields}
+        out = dict(zip(TASK_DICT_FIELDS, _DICT_VALUES(self)))
+        out["children"] = [task.id for task in self.children] if self._children else []
         return out
 
+    def _dict_value(self, name: str) -> Any:
+        if name == "children":
+            return [task.id for task in self.children]
+        return getattr(self, _DICT_SOURCES.get(name, name))
+
     def __reduce__(self) -> tuple:
-        data = {name: getattr(self, name) for name in TASK_DEFAULTS
-                if name != "worker" and _slot_is_set(self, name)}
-        data["worker"] = self.worker
-        data["uuid"] = self.uuid
-        data["children"] = sorted(self._children or ())
-        extra = dict(self.__dict__)
-        return _rebuild_task, (self.__class__, data, extra, self.first_key,
-                              self.last_key)
+        # A tuple of every field in slot order (no names: small and fast to
+        # pickle); loadable by the same version of Tidings.
+        children = self._children
+        return _rebuild_task, (self.__class__, _ALL_VALUES(self),
+                               sorted(children) if children else None,
+                               self.first_key, self.last_key, self.__dict__ or None)
 
     def __repr__(self) -> str:
         return f"<Task: {self.name}({self.uuid}) {self.state} clock:{self.clock}>"
@@ -230,19 +241,21 @@ class Task:
 Task._keys = KeyPolicy(Task, Task._protected)
 
 _COPIED = ("uuid", "first_key", "last_key", *TASK_DEFAULTS)
+#: What ``as_dict()`` reads for each of its keys (``root`` is the root's id ...).
+_DICT_SOURCES = {"root": "root_id", "parent": "parent_id", "children": "uuid"}
+_DICT_VALUES = attrgetter(*(_DICT_SOURCES.get(f, f) for f in TASK_DICT_FIELDS))
+#: Every field a pickle keeps, in this order (see ``Task.__reduce__``).
+_PICKLED = ("uuid", *TASK_DEFAULTS)
+_ALL_VALUES = attrgetter(*_PICKLED)
+_set_pickled = _slots_setter(_PICKLED)
 
 
-def _slot_is_set(obj: Any, name: str) -> bool:
-    try:
-        object.__getattribute__(obj, name)
-    except AttributeError:
-        return False
-    return True
-
-
-def _rebuild_task(cls: type, data: dict, extra: dict, first: Any = None, last: Any = None
-                  ) -> Task:
-    task = cls(**data)
-    task.__dict__.update(extra)
+def _rebuild_task(cls: type, values: tuple, children: list | None, first: Any, last: Any,
+                  extra: dict | None) -> Task:
+    task = cls(values[0])  # a subclass's __init__ runs, as it did when the task was made
+    _set_pickled(task, values)
+    task._children = set(children) if children else None
     task.first_key, task.last_key = first, last
+    if extra:
+        task.__dict__.update(extra)
     return task
