@@ -60,14 +60,19 @@ def run(impl: str, broker: str, sent_event: bool, tasks: int) -> float:
 
 def cleanup(broker: str, tag: str) -> None:
     """The run's queue (full of tasks nobody runs) and event exchange go with it."""
-    from kombu import Connection, Exchange, Queue
+    from kombu import Connection, Exchange
+
+    from tidings.transport import task_queue
 
     with Connection(broker) as conn:
-        for thing in (Queue(f"{tag}-q"), Exchange(f"{tag}-ev")):
-            try:
-                thing(conn.default_channel).delete()
-            except Exception:
-                pass
+        channel = conn.default_channel
+        queue = task_queue(f"{tag}-q")(channel)
+        try:
+            queue.declare()  # on Redis, kombu deletes only bindings it declared itself
+            queue.delete()
+            Exchange(f"{tag}-ev")(channel).delete()
+        except Exception:
+            pass
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ import pytest
 from kombu import Connection, Exchange, Queue
 
 from tidings import App
+from tidings.transport import task_queue
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(os.environ.get("TIDINGS_FIXTURES", ROOT / "tests" / "fixtures" / "celery-5.7"))
@@ -62,7 +63,14 @@ def delete_queue(url: str, name: str) -> None:
     """Remove a queue a test made a worker declare (RabbitMQ) or fill (Redis)."""
     try:
         with Connection(url, connect_timeout=2) as conn:
-            Queue(name, channel=conn.default_channel).delete()
+            if url.startswith("redis"):
+                # kombu deletes a Redis queue (its list and binding) only through
+                # bindings declared in this process: declare it, then delete it
+                queue = task_queue(name)(conn.default_channel)
+                queue.declare()
+                queue.delete()
+            else:
+                Queue(name, channel=conn.default_channel).delete()
     except Exception:
         pass
 

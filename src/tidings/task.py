@@ -19,7 +19,7 @@ from kombu import Producer
 from .events.dispatcher import EventDispatcher
 from .protocol.control import parse_rate
 from .protocol.tasks import DEFAULT_QUEUE, TASK_DELIVERY_MODE, TaskMessage, build_message
-from .transport import task_queue
+from .transport import Declarations, task_queue
 from .utils.nodenames import anon_nodename
 
 if TYPE_CHECKING:
@@ -172,9 +172,22 @@ def task_decorator(app: App, *args: Any, **options: Any) -> Any:
 class Publisher:
     """Publishes task messages, one connection per thread, declared queues cached."""
 
+    #: Task queues remembered by name (their entities cost more to build than
+    #: to publish with); past this many, the cache starts over.
+    QUEUES_MAX = 256
+
     def __init__(self, app: App) -> None:
         self.app = app
         self._local = threading.local()
+        self._queues: dict[str, Any] = {}
+
+    def _queue(self, name: str) -> Any:
+        queue = self._queues.get(name)
+        if queue is None:
+            if len(self._queues) >= self.QUEUES_MAX:
+                self._queues = {}
+            queue = self._queues[name] = task_queue(name)
+        return queue
 
     def _producer(self) -> Producer:
         producer = getattr(self._local, "producer", None)
@@ -183,6 +196,7 @@ class Publisher:
             producer = Producer(conn)
             self._local.conn = conn
             self._local.producer = producer
+            self._local.declarations = Declarations()
         return producer
 
     def close(self) -> None:
@@ -194,7 +208,7 @@ class Publisher:
     def publish(self, message: TaskMessage, sent_event: bool | None = None) -> None:
         app = self.app
         producer = self._producer()
-        queue = task_queue(message.queue)
+        queue = self._local.declarations.for_producer(producer, self._queue(message.queue))
         props = dict(message.properties)
         if message.expiration is not None:
             props["expiration"] = message.expiration

@@ -43,6 +43,8 @@ def drain(conn, app, routing_key="#"):
 class FailingProducer:
     """Stands in for a producer while the broker is down."""
 
+    connection = None  # no connection: the exchange is declared inside publish
+
     def __init__(self):
         self.calls = 0
 

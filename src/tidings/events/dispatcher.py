@@ -64,7 +64,7 @@ from ..protocol.events import (
 )
 from ..protocol.events import utcoffset as _utcoffset
 from ..protocol.loss import SENDER_HEADER, SEQUENCE_HEADER
-from ..transport import connection_from_settings, get_exchange
+from ..transport import Declarations, connection_from_settings, get_exchange
 from ..utils.nodenames import anon_nodename
 
 if TYPE_CHECKING:
@@ -237,6 +237,7 @@ class EventDispatcher:
         self.batch_timer = batch_timer
         self._oldest_buffered: float | None = None  # monotonic time of the oldest event
         self._last_batch = float("-inf")  # monotonic time a batch was last published
+        self._declarations = Declarations()  # the exchange bound to each channel once
         self._timer: _BatchTimer | None = None
         self.outbound_limit = outbound_limit or conf.event_outbound_buffer_limit
         self._outbound_buffer: deque[tuple[Any, str]] = deque()
@@ -448,7 +449,7 @@ class EventDispatcher:
                     exchange=self.exchange.name,
                     retry=retry,
                     retry_policy=retry_policy,
-                    declare=[self.exchange],
+                    declare=[self._declarations.for_producer(producer, self.exchange)],
                     headers={**self.headers, SENDER_HEADER: seq.sender,
                              SEQUENCE_HEADER: seq.next},
                     delivery_mode=self.delivery_mode,

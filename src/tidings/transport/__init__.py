@@ -30,6 +30,7 @@ from .reconnect import (
 from .topology import (
     DEAD_LETTER_DRIVERS,
     FANOUT_DRIVERS,
+    Declarations,
     control_mailbox,
     dead_letter_queue,
     event_queue,
@@ -45,6 +46,7 @@ __all__ = [
     "FANOUT_DRIVERS",
     "FIRST_CONNECT_RETRIES",
     "Backoff",
+    "Declarations",
     "EmbeddedChannel",
     "EmbeddedTransport",
     "Link",

@@ -20,7 +20,7 @@ from ..config import ImproperlyConfigured
 from ..protocol.loss import DEAD_LETTER_SUFFIX
 
 __all__ = ["DEAD_LETTER_DRIVERS", "DEAD_LETTER_QUEUE_LIMIT", "FANOUT_DRIVERS",
-           "control_mailbox", "dead_letter_queue", "event_queue", "event_stream",
+           "Declarations", "control_mailbox", "dead_letter_queue", "event_queue", "event_stream",
            "get_exchange", "named_event_queue", "task_queue"]
 
 #: Transports whose exchanges must be ``fanout`` to broadcast (kombu maps
@@ -143,6 +143,49 @@ def dead_letter_queue(queue: Queue) -> Queue:
         expires=queue.expires,
         max_length=DEAD_LETTER_QUEUE_LIMIT,
     )
+
+
+class Declarations:
+    """The entities a producer declares before each publish, bound to its channel once.
+
+    ``Producer.publish(declare=[entity])`` makes kombu bind a *copy* of an
+    unbound entity to the channel on every call (a fifth of a client's
+    publishing time) before it finds the declaration in its per-connection
+    cache.  :meth:`for_channel` hands out one bound copy per entity and
+    channel, so kombu only checks its cache; it still declares after a
+    reconnect (kombu clears that cache, and revives an entity whose channel
+    closed), exactly as with an unbound one.  At most :data:`MAX_BOUND`
+    entities are kept: a client publishing to ever new queue names cannot
+    grow it.
+    """
+
+    MAX_BOUND = 256
+
+    def __init__(self) -> None:
+        self._channel: Any = None
+        self._bound: dict[Any, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self._bound)
+
+    def for_producer(self, producer: Any, entity: Exchange | Queue) -> Exchange | Queue:
+        """``entity`` bound to the channel ``producer`` publishes on; ``entity`` itself
+        while the producer's connection is down, so that connecting and declaring
+        happen inside kombu's publish retries, as they would without this cache."""
+        connection = producer.connection
+        if connection is None or not connection.connected:
+            return entity
+        return self.for_channel(producer.channel, entity)
+
+    def for_channel(self, channel: Any, entity: Exchange | Queue) -> Exchange | Queue:
+        if channel is not self._channel:
+            self._channel, self._bound = channel, {}
+        bound = self._bound.get(entity)  # kombu's entities compare by their settings
+        if bound is None:
+            if len(self._bound) >= self.MAX_BOUND:
+                self._bound.clear()
+            bound = self._bound[entity] = entity.bind(channel)
+        return bound
 
 
 def task_queue(name: str) -> Queue:
