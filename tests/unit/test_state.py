@@ -499,3 +499,25 @@ def test_read_api_gives_consistent_copies_of_changes():
     third = s.copy_changes(second.generation)
     assert third.reset and set(third.tasks) == {"b"} and third.workers == {}
     assert s.read_tasks(s.task_list(), lambda t: (t.uuid, t.state)) == [("b", "RECEIVED")]
+
+
+def test_a_task_keeps_one_copy_of_its_id_and_of_shared_texts():
+    """Each decoded event brings its own copies of the id and the names; the State
+    keeps one (memory per task: bench/state_ingest.py)."""
+    import json
+
+    s = State()
+    events = [ev("task-sent", hostname="client@h", clock=1, uuid="a" * 36, root_id="a" * 36,
+                 name="proj.add", queue="celery"),
+              ev("task-received", clock=2, uuid="a" * 36, root_id="a" * 36, name="proj.add"),
+              ev("task-started", clock=3, uuid="a" * 36),
+              ev("task-succeeded", clock=4, uuid="a" * 36, result="3")]
+    for e in events:
+        s.event(json.loads(json.dumps(e)))  # fresh strings, as a receiver's decoding gives
+    (key, task), = dict.items(s.tasks)
+    assert task.uuid is key and task.root_id is key
+    assert task.first_key[3] is key and task.last_key[3] is key
+    other = State()
+    for e in events:
+        other.event(json.loads(json.dumps(e)))
+    assert other.tasks[key].name is task.name and other.tasks[key].queue is task.queue

@@ -128,6 +128,9 @@ class Reducer:
         if uuid is None:
             return None
         task, created = self._task_for(uuid)
+        # the one copy of the id (the task map's key) in the task, its root id and
+        # its sort keys, not a copy per event
+        uuid = event["uuid"] = task.uuid
         old_name, old_worker = task.name, task.worker
         was_ready = task.state in READY_STATES
         origin = self._note_origin(task, subject, event)
