@@ -521,3 +521,18 @@ def test_a_task_keeps_one_copy_of_its_id_and_of_shared_texts():
     for e in events:
         other.event(json.loads(json.dumps(e)))
     assert other.tasks[key].name is task.name and other.tasks[key].queue is task.queue
+
+
+def test_pids_and_utc_offsets_are_shared_but_keep_their_type():
+    import json
+
+    s = State()
+    for i, (pid, offset) in enumerate([(4242, 0.0), (4242, 0.0), (4242, 0)]):
+        e = ev("task-received", clock=i, uuid=f"t{i}", name="n")
+        e.update(pid=pid, utcoffset=offset)
+        s.event(json.loads(json.dumps(e)))
+    a, b, c = (s.tasks[f"t{i}"] for i in range(3))
+    assert a.pid is b.pid and a.utcoffset is b.utcoffset
+    assert type(c.utcoffset) is int and c.utcoffset == 0  # 0 is not turned into 0.0
+    s.event(ev("task-started", uuid="t0", pid=[1], utcoffset={"x": 1}))  # unhashable: kept
+    assert a.pid == [1] and a.utcoffset == {"x": 1}

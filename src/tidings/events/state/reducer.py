@@ -49,6 +49,30 @@ def _shared(value: Any) -> Any:
         return _intern(value)
     return value
 
+
+#: Numbers every event of a sender repeats (its pid, its UTC offset), and the one
+#: shared object kept for each value (at most ``NUMBERS_MAX``; starts over when full).
+_SENDER_NUMBERS = ("pid", "utcoffset")
+_numbers: dict[int | float, int | float] = {}
+NUMBERS_MAX = 4096
+
+
+def _share_numbers(event: dict[str, Any]) -> None:
+    """One object per pid and UTC offset value, not one per task (numbers are immutable:
+    sharing them between States is harmless)."""
+    for field in _SENDER_NUMBERS:
+        value = event.get(field)
+        cls = value.__class__
+        if cls is int or cls is float:
+            shared = _numbers.get(value)
+            if shared is None:
+                if len(_numbers) >= NUMBERS_MAX:
+                    _numbers.clear()
+                _numbers[value] = value
+            elif shared.__class__ is cls:  # 0 and 0.0 are equal keys, not the same value
+                event[field] = shared
+
+
 #: Queues of task ids (first-seen order, ready order) hold ids of tasks
 #: already gone; they are compacted when longer than this many times
 #: ``max_tasks_in_memory`` (plus a small constant, so tiny states do not
@@ -136,6 +160,7 @@ class Reducer:
         origin = self._note_origin(task, subject, event)
         self._place_in_time(task, (event.get("clock") or 0, origin or "",
                                    event.get("timestamp") or 0.0, uuid))
+        _share_numbers(event)
         if subject in _DESCRIBING:
             self._share_values(event, uuid)
             if subject == "received":
