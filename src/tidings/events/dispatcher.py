@@ -64,7 +64,12 @@ from ..protocol.events import (
 )
 from ..protocol.events import utcoffset as _utcoffset
 from ..protocol.loss import SENDER_HEADER, SEQUENCE_HEADER
-from ..transport import Declarations, connection_from_settings, get_exchange
+from ..transport import (
+    Declarations,
+    PreparedPublisher,
+    connection_from_settings,
+    get_exchange,
+)
 from ..utils.nodenames import anon_nodename
 
 if TYPE_CHECKING:
@@ -76,6 +81,8 @@ logger = logging.getLogger("tidings.events.dispatcher")
 
 #: Transports on which events cannot be sent (Celery disables them on SQL).
 DISABLED_TRANSPORTS = frozenset({"sql"})
+#: What a JSON event is published as (kombu's options; the body is already encoded).
+_JSON = {"content_type": "application/json", "content_encoding": "utf-8"}
 
 
 class _Sequence:
@@ -238,6 +245,7 @@ class EventDispatcher:
         self._oldest_buffered: float | None = None  # monotonic time of the oldest event
         self._last_batch = float("-inf")  # monotonic time a batch was last published
         self._declarations = Declarations()  # the exchange bound to each channel once
+        self._prepared = PreparedPublisher()  # RabbitMQ's fast path
         self._timer: _BatchTimer | None = None
         self.outbound_limit = outbound_limit or conf.event_outbound_buffer_limit
         self._outbound_buffer: deque[tuple[Any, str]] = deque()
@@ -438,24 +446,27 @@ class EventDispatcher:
             except (TypeError, ValueError) as exc:
                 self._drop_poison(event, routing_key, exc)
                 return None
-            options = {"content_type": "application/json", "content_encoding": "utf-8"}
+            options = _JSON
         count = len(event) if isinstance(event, list) else 1
         seq = self.sequence
         try:
             with seq.lock:
-                result = producer.publish(
-                    body,
-                    routing_key=routing_key,
-                    exchange=self.exchange.name,
-                    retry=retry,
-                    retry_policy=retry_policy,
-                    declare=[self._declarations.for_producer(producer, self.exchange)],
-                    headers={**self.headers, SENDER_HEADER: seq.sender,
-                             SEQUENCE_HEADER: seq.next},
-                    delivery_mode=self.delivery_mode,
-                    **options,
-                    **kwargs,
-                )
+                result = None
+                if options is not _JSON or kwargs or not self._publish_prepared(
+                        producer, routing_key, body, seq):
+                    result = producer.publish(
+                        body,
+                        routing_key=routing_key,
+                        exchange=self.exchange.name,
+                        retry=retry,
+                        retry_policy=retry_policy,
+                        declare=[self._declarations.for_producer(producer, self.exchange)],
+                        headers={**self.headers, SENDER_HEADER: seq.sender,
+                                 SEQUENCE_HEADER: seq.next},
+                        delivery_mode=self.delivery_mode,
+                        **options,
+                        **kwargs,
+                    )
                 seq.next += count
         except EncodeError as exc:
             self._drop_poison(event, routing_key, exc)
@@ -467,6 +478,19 @@ class EventDispatcher:
             return None
         self.stats["sent"] += count
         return result
+
+    def _publish_prepared(self, producer: Producer, routing_key: str, body: str,
+                          seq: _Sequence) -> bool:
+        """Publish on RabbitMQ's fast path (:mod:`tidings.transport.publish`); ``False``
+        when it does not apply or failed: kombu's path then publishes, with its retries."""
+        try:
+            return self._prepared.publish(
+                producer, self.exchange, routing_key, body,
+                {**self.headers, SENDER_HEADER: seq.sender}, SEQUENCE_HEADER, seq.next,
+                _JSON["content_type"], _JSON["content_encoding"], self.delivery_mode)
+        except Exception as exc:  # a connection lost mid-write: kombu reconnects
+            logger.debug("prepared publish failed (%r); publishing through kombu", exc)
+            return False
 
     def _drop_poison(self, event: Any, routing_key: str, exc: Exception) -> None:
         count = len(event) if isinstance(event, list) else 1

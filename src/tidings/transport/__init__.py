@@ -19,6 +19,7 @@ from .connection import (
     redact_url,
 )
 from .embedded import EmbeddedChannel, EmbeddedTransport
+from .publish import PreparedPublisher
 from .reconnect import (
     FIRST_CONNECT_RETRIES,
     Backoff,
@@ -50,6 +51,7 @@ __all__ = [
     "EmbeddedChannel",
     "EmbeddedTransport",
     "Link",
+    "PreparedPublisher",
     "Reconnector",
     "Status",
     "connection_for",
