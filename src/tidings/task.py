@@ -169,25 +169,18 @@ def task_decorator(app: App, *args: Any, **options: Any) -> Any:
     return make
 
 
+#: Task queues a client publishes to, remembered by name (their entities cost
+#: more to build than to publish with; least recently used first out).
+TASK_QUEUES_CACHED = 256
+_task_queue = functools.lru_cache(maxsize=TASK_QUEUES_CACHED)(task_queue)
+
+
 class Publisher:
     """Publishes task messages, one connection per thread, declared queues cached."""
-
-    #: Task queues remembered by name (their entities cost more to build than
-    #: to publish with); past this many, the cache starts over.
-    QUEUES_MAX = 256
 
     def __init__(self, app: App) -> None:
         self.app = app
         self._local = threading.local()
-        self._queues: dict[str, Any] = {}
-
-    def _queue(self, name: str) -> Any:
-        queue = self._queues.get(name)
-        if queue is None:
-            if len(self._queues) >= self.QUEUES_MAX:
-                self._queues = {}
-            queue = self._queues[name] = task_queue(name)
-        return queue
 
     def _producer(self) -> Producer:
         producer = getattr(self._local, "producer", None)
@@ -208,7 +201,7 @@ class Publisher:
     def publish(self, message: TaskMessage, sent_event: bool | None = None) -> None:
         app = self.app
         producer = self._producer()
-        queue = self._local.declarations.for_producer(producer, self._queue(message.queue))
+        queue = self._local.declarations.for_producer(producer, _task_queue(message.queue))
         props = dict(message.properties)
         if message.expiration is not None:
             props["expiration"] = message.expiration

@@ -16,8 +16,8 @@ from kombu import Connection, Consumer, Exchange, Queue
 from tidings import App
 from tidings.events import EventDispatcher
 from tidings.protocol.loss import SENDER_HEADER, SEQUENCE_HEADER
-from tidings.transport import PreparedPublisher
-from tidings.transport.publish import _Template
+from tidings.transport import publish_prepared
+from tidings.transport.publish import _Template, publish_arguments
 
 names = st.text(min_size=1, max_size=40).filter(lambda s: len(s.encode("utf-8", "surrogatepass"))
                                                 <= 255)
@@ -37,9 +37,9 @@ def test_the_frames_are_py_amqps(headers, last, seq, content_type, delivery_mode
                            content_encoding="utf-8",
                            application_headers={**headers, last: seq},
                            delivery_mode=delivery_mode)
-    template = _Template(content_type, "utf-8", headers, last, delivery_mode)
+    template = _Template(content_type, "utf-8", tuple(headers.items()), last, delivery_mode)
     assert template.properties(seq) == message._serialize_properties()
-    ours = PreparedPublisher()._arguments_for(exchange, routing_key)
+    ours = publish_arguments(exchange, routing_key)
     assert ours == dumps("Bssbb", (0, exchange, routing_key, False, False))
 
 
@@ -53,29 +53,28 @@ class _Producer:
 @pytest.mark.broker
 def test_it_stands_aside_where_kombu_must_publish(amqp_url):
     exchange = Exchange(f"tidings-test-prep-{uuid.uuid4().hex[:8]}", "topic")
-    publisher = PreparedPublisher()
     with Connection(amqp_url) as conn:
         channel = conn.default_channel
         producer = _Producer(conn, channel)
         args = ("task.started", b"{}", {"hostname": "h"}, SEQUENCE_HEADER, 1,
                 "application/json", "utf-8")
         try:
-            assert not publisher.publish(producer, exchange, *args, 1)  # not declared yet
+            assert not publish_prepared(producer, exchange, *args, 1)  # not declared yet
             conn.declared_entities.add(hash(exchange))
             exchange(channel).declare()
-            assert publisher.publish(producer, exchange, *args, 1)
-            assert not publisher.publish(producer, exchange, *args, "persistent")
+            assert publish_prepared(producer, exchange, *args, 1)
+            assert not publish_prepared(producer, exchange, *args, "persistent")
             unhashable = ("task.started", b"{}", {"h": [1]}, SEQUENCE_HEADER, 1,
                           "application/json", "utf-8", 1)
-            assert not publisher.publish(producer, exchange, *unhashable)
+            assert not publish_prepared(producer, exchange, *unhashable)
             odd = ("task.started", b"{}", {"h": 1.5}, SEQUENCE_HEADER, 1,
                    "application/json", "utf-8", 1)
-            assert not publisher.publish(producer, exchange, *odd)
+            assert not publish_prepared(producer, exchange, *odd)
             channel.connection.confirm_publish = True
-            assert not publisher.publish(producer, exchange, *args, 1)
+            assert not publish_prepared(producer, exchange, *args, 1)
             channel.connection.confirm_publish = False
             channel.close()
-            assert not publisher.publish(producer, exchange, *args, 1)
+            assert not publish_prepared(producer, exchange, *args, 1)
         finally:
             with Connection(amqp_url) as other:
                 exchange(other.default_channel).delete()
@@ -89,13 +88,12 @@ def test_a_dispatcher_publishes_the_same_messages_either_way(amqp_url, monkeypat
     tag = uuid.uuid4().hex[:8]
     app = App("prep", broker=amqp_url, event_exchange=f"tidings-test-prep-{tag}")
     taken: list[bool] = []
-    real = PreparedPublisher.publish
 
-    def spy(self, *args, **kwargs):
-        taken.append(real(self, *args, **kwargs))
+    def spy(*args, **kwargs):
+        taken.append(publish_prepared(*args, **kwargs))
         return taken[-1]
 
-    monkeypatch.setattr(PreparedPublisher, "publish", spy)
+    monkeypatch.setattr("tidings.events.dispatcher.publish_prepared", spy)
     got: list = []
     with Connection(amqp_url) as conn:
         exchange = Exchange(app.conf.event_exchange, "topic", durable=True)

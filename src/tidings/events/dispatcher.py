@@ -66,9 +66,9 @@ from ..protocol.events import utcoffset as _utcoffset
 from ..protocol.loss import SENDER_HEADER, SEQUENCE_HEADER
 from ..transport import (
     Declarations,
-    PreparedPublisher,
     connection_from_settings,
     get_exchange,
+    publish_prepared,
 )
 from ..utils.nodenames import anon_nodename
 
@@ -245,7 +245,6 @@ class EventDispatcher:
         self._oldest_buffered: float | None = None  # monotonic time of the oldest event
         self._last_batch = float("-inf")  # monotonic time a batch was last published
         self._declarations = Declarations()  # the exchange bound to each channel once
-        self._prepared = PreparedPublisher()  # RabbitMQ's fast path
         self._timer: _BatchTimer | None = None
         self.outbound_limit = outbound_limit or conf.event_outbound_buffer_limit
         self._outbound_buffer: deque[tuple[Any, str]] = deque()
@@ -484,7 +483,7 @@ class EventDispatcher:
         """Publish on RabbitMQ's fast path (:mod:`tidings.transport.publish`); ``False``
         when it does not apply or failed: kombu's path then publishes, with its retries."""
         try:
-            return self._prepared.publish(
+            return publish_prepared(
                 producer, self.exchange, routing_key, body,
                 {**self.headers, SENDER_HEADER: seq.sender}, SEQUENCE_HEADER, seq.next,
                 _JSON["content_type"], _JSON["content_encoding"], self.delivery_mode)

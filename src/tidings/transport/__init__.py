@@ -19,7 +19,7 @@ from .connection import (
     redact_url,
 )
 from .embedded import EmbeddedChannel, EmbeddedTransport
-from .publish import PreparedPublisher
+from .publish import publish_prepared
 from .reconnect import (
     FIRST_CONNECT_RETRIES,
     Backoff,
@@ -51,7 +51,6 @@ __all__ = [
     "EmbeddedChannel",
     "EmbeddedTransport",
     "Link",
-    "PreparedPublisher",
     "Reconnector",
     "Status",
     "connection_for",
@@ -66,6 +65,7 @@ __all__ = [
     "get_exchange",
     "is_embedded",
     "named_event_queue",
+    "publish_prepared",
     "redact_url",
     "task_queue",
 ]

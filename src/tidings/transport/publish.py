@@ -5,7 +5,7 @@ message on 2 cores: the retry wrapper, a ``Message`` object, a read of the
 socket for a ``connection.blocked`` notice (a ``recv`` and an exception on
 every publish), and the method arguments and content properties serialized
 afresh.  An event dispatcher publishes thousands of messages that differ in
-their body and one header (``tidings-seq``).  :class:`PreparedPublisher`
+their body and one header (``tidings-seq``).  :func:`publish_prepared`
 keeps the method arguments per routing key and the properties as bytes with
 the sequence number spliced in, and hands them to the connection's own
 ``frame_writer`` (py-amqp's lock, buffer and heartbeat accounting stay in
@@ -15,7 +15,7 @@ message (``tests/unit/test_prepared_publish.py`` checks it).
 It is used only where it cannot differ from kombu's path: a py-amqp channel
 that is open, no publisher confirms, the exchange already declared on this
 connection (kombu's own cache of declarations), header values that are text
-or integers.  Otherwise :meth:`PreparedPublisher.publish` returns ``False``
+or integers.  Otherwise :func:`publish_prepared` returns ``False``
 and the caller publishes through kombu, with its retries and reconnects.
 
 Difference from Celery: the ``connection.blocked`` check py-amqp makes before
@@ -25,12 +25,13 @@ connection, as on a connection that only consumes.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from struct import pack
 from typing import Any
 
 import amqp
 
-__all__ = ["PreparedPublisher"]
+__all__ = ["MAX_PREPARED", "publish_arguments", "publish_prepared"]
 
 #: ``basic.publish``: class 60, method 40.
 BASIC_PUBLISH = (60, 40)
@@ -40,6 +41,9 @@ _FLAGS = pack(">H", 0xF800)
 #: The priority kombu sends when none is given.
 _PRIORITY = 0
 _INT32 = 2147483647
+#: Kinds of message, and exchange and routing key pairs, whose bytes are kept
+#: (least recently used first out): a dispatcher publishes a handful of each.
+MAX_PREPARED = 64
 
 
 def _shortstr(text: str) -> bytes:
@@ -67,10 +71,10 @@ class _Template:
 
     __slots__ = ("head", "last_key", "table", "tail")
 
-    def __init__(self, content_type: str, content_encoding: str, headers: dict[str, Any],
-                 last: str, delivery_mode: int) -> None:
+    def __init__(self, content_type: str, content_encoding: str,
+                 headers: tuple[tuple[str, Any], ...], last: str, delivery_mode: int) -> None:
         self.head = _FLAGS + _shortstr(content_type) + _shortstr(content_encoding)
-        self.table = b"".join(_shortstr(k) + _field(v) for k, v in headers.items())
+        self.table = b"".join(_shortstr(k) + _field(v) for k, v in headers)
         self.last_key = _shortstr(last)
         self.tail = bytes((delivery_mode, _PRIORITY))
 
@@ -94,68 +98,48 @@ class _Content:
         return self._serialized
 
 
-class PreparedPublisher:
-    """Publishes messages of a few fixed kinds on a producer's RabbitMQ channel.
+#: The properties of a kind of message (``headers`` as items: hashable).
+_template = lru_cache(maxsize=MAX_PREPARED)(_Template)
 
-    Not thread-safe: its owner publishes under its own lock (as kombu's
-    producers need too).  At most :data:`MAX_PREPARED` templates and method
-    argument strings are kept; past that, they start over.
+
+@lru_cache(maxsize=MAX_PREPARED)
+def publish_arguments(exchange: str, routing_key: str) -> bytes:
+    """``basic.publish``'s arguments: reserved short, exchange, routing key, mandatory
+    and immediate off."""
+    return b"\x00\x00" + _shortstr(exchange) + _shortstr(routing_key) + b"\x00"
+
+
+def publish_prepared(producer: Any, exchange: Any, routing_key: str, body: bytes | str,
+                     headers: dict[str, Any], last: str, last_value: int, content_type: str,
+                     content_encoding: str, delivery_mode: int) -> bool:
+    """Publish ``body`` with ``headers`` plus ``{last: last_value}`` on ``producer``'s
+    RabbitMQ channel; ``False`` if this path does not apply (nothing was sent: publish
+    through kombu instead).
+
+    Not thread-safe on one producer: its owner publishes under its own lock (as
+    kombu's producers need too).
     """
-
-    MAX_PREPARED = 64
-
-    def __init__(self) -> None:
-        self._templates: dict[tuple, _Template] = {}
-        self._arguments: dict[tuple[str, str], bytes] = {}
-
-    def publish(self, producer: Any, exchange: Any, routing_key: str, body: bytes | str,
-                headers: dict[str, Any], last: str, last_value: int, content_type: str,
-                content_encoding: str, delivery_mode: int) -> bool:
-        """Publish ``body`` with ``headers`` plus ``{last: last_value}``; ``False`` if this
-        path does not apply (nothing was sent: publish through kombu instead)."""
-        connection = producer.connection
-        if connection is None or hash(exchange) not in connection.declared_entities:
-            return False  # kombu declares it on first use, and after every reconnect
-        if not connection.connected:
-            return False
-        channel = producer.channel
-        wire = getattr(channel, "connection", None)
-        if (not isinstance(channel, amqp.Channel) or not channel.is_open or wire is None
-                or wire.confirm_publish):
-            return False
-        if delivery_mode.__class__ is not int or not 0 <= delivery_mode <= 255:
-            return False  # kombu's names for them ('persistent' ...) go its way
-        if body.__class__ is str:
-            body = body.encode(content_encoding)
-        try:
-            template = self._template(content_type, content_encoding, headers, last,
-                                      delivery_mode)
-            arguments = self._arguments_for(exchange.name, routing_key)
-            properties = template.properties(last_value)
-        except (TypeError, ValueError, OverflowError):
-            return False  # a header or a name this encoder does not take: kombu's path
-        wire.frame_writer(1, channel.channel_id, BASIC_PUBLISH, arguments,
-                          _Content(body, properties))
-        return True
-
-    def _template(self, content_type: str, content_encoding: str, headers: dict[str, Any],
-                  last: str, delivery_mode: int) -> _Template:
-        key = (content_type, content_encoding, tuple(headers.items()), last, delivery_mode)
-        template = self._templates.get(key)
-        if template is None:
-            if len(self._templates) >= self.MAX_PREPARED:
-                self._templates.clear()
-            template = self._templates[key] = _Template(
-                content_type, content_encoding, headers, last, delivery_mode)
-        return template
-
-    def _arguments_for(self, exchange: str, routing_key: str) -> bytes:
-        key = (exchange, routing_key)
-        arguments = self._arguments.get(key)
-        if arguments is None:
-            if len(self._arguments) >= self.MAX_PREPARED:
-                self._arguments.clear()
-            # reserved short, exchange, routing key, mandatory and immediate off
-            arguments = self._arguments[key] = (
-                b"\x00\x00" + _shortstr(exchange) + _shortstr(routing_key) + b"\x00")
-        return arguments
+    connection = producer.connection
+    if connection is None or hash(exchange) not in connection.declared_entities:
+        return False  # kombu declares it on first use, and after every reconnect
+    if not connection.connected:
+        return False
+    channel = producer.channel
+    wire = getattr(channel, "connection", None)
+    if (not isinstance(channel, amqp.Channel) or not channel.is_open or wire is None
+            or wire.confirm_publish):
+        return False
+    if delivery_mode.__class__ is not int or not 0 <= delivery_mode <= 255:
+        return False  # kombu's names for them ('persistent' ...) go its way
+    if body.__class__ is str:
+        body = body.encode(content_encoding)
+    try:
+        template = _template(content_type, content_encoding, tuple(headers.items()), last,
+                             delivery_mode)
+        arguments = publish_arguments(exchange.name, routing_key)
+        properties = template.properties(last_value)
+    except (TypeError, ValueError, OverflowError):
+        return False  # a header or a name this encoder does not take: kombu's path
+    wire.frame_writer(1, channel.channel_id, BASIC_PUBLISH, arguments,
+                      _Content(body, properties))
+    return True
