@@ -6,6 +6,8 @@
   remote-control mailbox, declared as Celery 5.7 declares them;
 * :mod:`.embedded` — the embedded default broker (kombu's filesystem
   transport plus message TTL and queue expiry);
+* :mod:`.publish`, :mod:`.publish_redis` — events published as prepared
+  frames (RabbitMQ) and commands (Redis), kombu's path where they do not apply;
 * :mod:`.reconnect` — the one reconnect loop and its typed status.
 """
 

@@ -31,6 +31,8 @@ from typing import Any
 
 import amqp
 
+from .publish_redis import publish_redis
+
 __all__ = ["MAX_PREPARED", "publish_arguments", "publish_prepared"]
 
 #: ``basic.publish``: class 60, method 40.
@@ -113,8 +115,8 @@ def publish_prepared(producer: Any, exchange: Any, routing_key: str, body: bytes
                      headers: dict[str, Any], last: str, last_value: int, content_type: str,
                      content_encoding: str, delivery_mode: int) -> bool:
     """Publish ``body`` with ``headers`` plus ``{last: last_value}`` on ``producer``'s
-    RabbitMQ channel; ``False`` if this path does not apply (nothing was sent: publish
-    through kombu instead).
+    RabbitMQ channel (or Redis channel: :mod:`.publish_redis`); ``False`` if this path
+    does not apply (nothing was sent: publish through kombu instead).
 
     Not thread-safe on one producer: its owner publishes under its own lock (as
     kombu's producers need too).
@@ -124,15 +126,17 @@ def publish_prepared(producer: Any, exchange: Any, routing_key: str, body: bytes
         return False  # kombu declares it on first use, and after every reconnect
     if not connection.connected:
         return False
-    channel = producer.channel
-    wire = getattr(channel, "connection", None)
-    if (not isinstance(channel, amqp.Channel) or not channel.is_open or wire is None
-            or wire.confirm_publish):
-        return False
     if delivery_mode.__class__ is not int or not 0 <= delivery_mode <= 255:
         return False  # kombu's names for them ('persistent' ...) go its way
     if body.__class__ is str:
         body = body.encode(content_encoding)
+    channel = producer.channel
+    if not isinstance(channel, amqp.Channel):
+        return publish_redis(channel, exchange, routing_key, body, headers, last, last_value,
+                             content_type, content_encoding, delivery_mode)
+    wire = getattr(channel, "connection", None)
+    if not channel.is_open or wire is None or wire.confirm_publish:
+        return False
     try:
         template = _template(content_type, content_encoding, tuple(headers.items()), last,
                              delivery_mode)

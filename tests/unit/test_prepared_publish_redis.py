@@ -1,0 +1,229 @@
+"""Redis's prepared publishing (transport/publish_redis.py): kombu's messages, byte for
+byte, kombu's path wherever it does not apply, and the replies it reads late."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import re
+import time
+import uuid
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from kombu import Connection, Exchange, Producer
+
+from tests.conftest import unique
+from tidings import App
+from tidings.events import EventDispatcher
+from tidings.protocol.loss import SEQUENCE_HEADER
+from tidings.transport import publish_prepared
+from tidings.transport import publish_redis as module
+from tidings.transport.publish_redis import publish_redis
+
+pytestmark = pytest.mark.broker
+
+TAG = re.compile(rb'"delivery_tag": "[0-9a-f-]{36}"')
+keys = st.text(max_size=30)
+values = st.one_of(st.text(max_size=100), st.integers(min_value=-(2**63), max_value=2**63),
+                   st.floats(allow_nan=False), st.booleans(), st.none())
+
+
+def _listen(url: str, pattern: str):
+    import redis
+
+    client = redis.Redis.from_url(url)
+    pubsub = client.pubsub()
+    pubsub.psubscribe(pattern)
+    assert pubsub.get_message(timeout=2)["type"] == "psubscribe"
+    return client, pubsub
+
+
+def _take(pubsub, count: int, timeout: float = 10) -> list[dict]:
+    got, deadline = [], time.monotonic() + timeout
+    while len(got) < count and time.monotonic() < deadline:
+        message = pubsub.get_message(timeout=0.2)
+        if message and message["type"] == "pmessage":
+            got.append(message)
+    return got
+
+
+def _prefix(channel) -> str:
+    """The channel's fanout prefix, its database number filled in (with the pool)."""
+    assert channel.pool is not None
+    return channel.keyprefix_fanout
+
+
+def _payload(command: bytes) -> tuple[bytes, bytes]:
+    """The topic and payload of a packed ``PUBLISH``, checked against redis-py's packer."""
+    from redis.connection import PythonRespSerializer
+
+    head, _, rest = command.partition(b"\r\n")
+    assert head == b"*3"
+    parts = rest.split(b"\r\n", 5)
+    topic, size, payload = parts[3], int(parts[4][1:]), parts[5][:-2]
+    assert len(payload) == size
+    packed = b"".join(PythonRespSerializer(6000, lambda v: v).pack("PUBLISH", topic, payload))
+    assert packed == command
+    return topic, payload
+
+
+@pytest.fixture
+def redis_channel(redis_url):
+    with Connection(redis_url) as conn:
+        yield conn, conn.default_channel
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(headers=st.dictionaries(keys, values, max_size=4), last=keys,
+       seq=st.integers(min_value=0, max_value=2**63 - 1), body=st.binary(max_size=300),
+       content_type=st.sampled_from(["application/json", "é/ü"]),
+       delivery_mode=st.sampled_from([1, 2]), name=st.text(max_size=20),
+       routing_key=st.text(max_size=20))
+def test_the_message_is_kombus(redis_url, redis_channel, headers, last, seq, body,
+                               content_type, delivery_mode, name, routing_key):
+    """kombu publishes a message; ours for the same event is the same bytes, to the same
+    topic (the delivery tag aside: a fresh uuid4 in both)."""
+    _, channel = redis_channel
+    headers = {k: v for k, v in headers.items() if k != last}
+    exchange = Exchange(f"tidings-test-prep-{name}", "fanout")
+    exchange(channel).declare()
+    client, pubsub = _listen(redis_url, f"{_prefix(channel)}tidings-test-prep-*")
+    try:
+        Producer(channel).publish(body, exchange=exchange, routing_key=routing_key,
+                                  headers={**headers, last: seq}, content_type=content_type,
+                                  content_encoding="utf-8", delivery_mode=delivery_mode)
+        (theirs,) = _take(pubsub, 1)
+    finally:
+        pubsub.close()
+        client.close()
+    prefix = channel.keyprefix_fanout
+    topic = f"{prefix}{exchange.name}/{routing_key}" if routing_key else prefix + exchange.name
+    template = module._template(topic, exchange.name, routing_key, content_type, "utf-8",
+                                tuple(headers.items()), last, delivery_mode)
+    ours_topic, ours = _payload(template.command(body, seq))
+    assert ours_topic == theirs["channel"]
+    assert TAG.sub(b"", ours) == TAG.sub(b"", theirs["data"])
+    assert TAG.search(ours)
+
+
+def test_it_stands_aside_where_kombu_must_publish(redis_url):
+    exchange = Exchange(unique("tidings-test-prep"), "fanout")
+    args = ("task.started", b"{}", {"hostname": "h"}, SEQUENCE_HEADER, 1,
+            "application/json", "utf-8", 1)
+    with Connection(redis_url) as conn:
+        channel = conn.default_channel
+        assert publish_redis(channel, exchange, *args)
+        assert not publish_redis(channel, Exchange(exchange.name, "topic"), *args)
+        assert not publish_redis(channel, exchange, "k", b"{}", {"h": "\x00seq"},
+                                 SEQUENCE_HEADER, 1, "application/json", "utf-8", 1)
+        channel.close()
+        assert not publish_redis(channel, exchange, *args)
+    with Connection(redis_url, transport_options={"global_keyprefix": "p:"}) as conn:
+        assert not publish_redis(conn.default_channel, exchange, *args)
+    with Connection("memory://") as conn:
+        assert not publish_redis(conn.default_channel, exchange, *args)
+
+
+def test_a_dispatcher_publishes_through_it(redis_url, monkeypatch):
+    """Every event after kombu's first (which declares) takes the prepared path, on one
+    connection; the events arrive in order, numbered on across both paths."""
+    taken: list[bool] = []
+
+    def spy(*args, **kwargs):
+        taken.append(publish_prepared(*args, **kwargs))
+        return taken[-1]
+
+    monkeypatch.setattr("tidings.events.dispatcher.publish_prepared", spy)
+    app = App("prep", broker=redis_url, event_exchange=unique("tidings-test-prep"))
+    count = 3 * module.READ_AT + 5  # replies read in batches several times
+    with Connection(redis_url) as probe:
+        prefix = _prefix(probe.default_channel)
+    client, pubsub = _listen(redis_url, f"{prefix}{app.conf.event_exchange}/*")
+    try:
+        conn = app.connection_for_write()
+        d = EventDispatcher(conn, app=app)
+        for n in range(count):
+            d.send("task-started", uuid=f"t{n}", n=n)
+        got = _take(pubsub, count)
+        outlets = list(module._outlets.values())
+        d.close()
+        conn.release()
+    finally:
+        pubsub.close()
+        client.close()
+    assert taken[0] is False and all(taken[1:])
+    assert len(outlets) == 1 and outlets[0].unread < module.READ_AT
+    envelopes = [json.loads(m["data"]) for m in got]
+    assert [json.loads(base64.b64decode(e["body"]))["n"] for e in envelopes] \
+        == list(range(count))
+    seqs = [e["headers"][SEQUENCE_HEADER] for e in envelopes]
+    assert seqs == list(range(seqs[0], seqs[0] + count))
+    assert len({e["properties"]["delivery_tag"] for e in envelopes}) == count
+
+
+def test_a_connection_closed_while_idle_loses_nothing(redis_url, monkeypatch):
+    """The server closes the publishing connection; after :data:`IDLE_CHECK` the next
+    publish sees it closed and opens a new one, so the events after it all arrive."""
+    import redis
+
+    monkeypatch.setattr(module, "IDLE_CHECK", 0.05)
+    exchange = Exchange(unique("tidings-test-prep"), "fanout")
+    args = (b"{}", {"hostname": "h"}, SEQUENCE_HEADER)
+    with Connection(redis_url) as conn:
+        channel = conn.default_channel
+        client, pubsub = _listen(redis_url, f"{_prefix(channel)}{exchange.name}/*")
+        killer = redis.Redis.from_url(redis_url)
+        try:
+            assert publish_redis(channel, exchange, "a", *args, 0, "application/json",
+                                 "utf-8", 1)
+            name = f"tidings-test-{uuid.uuid4().hex[:8]}"
+            outlet = module._outlets[channel]
+            outlet.connection.send_command("CLIENT", "SETNAME", name)
+            outlet.unread += 1
+            time.sleep(0.1)
+            assert _kill_named(killer, name) == 1
+            time.sleep(0.1)
+            for n in range(1, 6):
+                assert publish_redis(channel, exchange, "a", *args, n, "application/json",
+                                     "utf-8", 1)
+            got = _take(pubsub, 6)
+        finally:
+            pubsub.close()
+            client.close()
+            killer.close()
+    assert [json.loads(m["data"])["headers"][SEQUENCE_HEADER] for m in got] == list(range(6))
+
+
+def _kill_named(client, name: str) -> int:
+    ids = [c["id"] for c in client.client_list() if c.get("name") == name]
+    return sum(int(client.execute_command("CLIENT", "KILL", "ID", i)) for i in ids)
+
+
+def test_a_refused_publish_is_logged(redis_url, caplog):
+    """A user whose ACL forbids ``PUBLISH``: Redis's error reply, read late, is logged
+    with its count (kombu's path would raise it)."""
+    import redis
+
+    admin = redis.Redis.from_url(redis_url)
+    user, password = f"tidings-test-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    admin.acl_setuser(user, enabled=True, passwords=[f"+{password}"], keys=["*"],
+                      channels=["*"], commands=["+@all", "-publish"])
+    url = redis_url.replace("redis://", f"redis://{user}:{password}@")
+    exchange = Exchange(unique("tidings-test-prep"), "fanout")
+    try:
+        with Connection(url) as conn, caplog.at_level(logging.ERROR, module.__name__):
+            channel = conn.default_channel
+            for n in range(module.READ_AT + 1):
+                assert publish_redis(channel, exchange, "a", b"{}", {}, SEQUENCE_HEADER, n,
+                                     "application/json", "utf-8", 1)
+            time.sleep(0.2)
+            module._outlets[channel]._read(block=False)
+    finally:
+        admin.acl_deluser(user)
+        admin.close()
+    refused = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert refused and sum(int(r.args[0]) for r in refused) == module.READ_AT + 1
