@@ -6,7 +6,10 @@ and counts lines from.  Once a probe event shows up in a dumper's output
 (its queue is bound), this process publishes ``bench/receive.py``'s stream
 in ``task.multi`` batches of 100, at most a window of events ahead of the
 lines read, and times the dumper from the first line of the burst to the
-last: events per second through the whole command (receive, format, write).
+last: events per second through the whole command (receive, format, write),
+and the dumper's CPU time per event over the burst (from ``/proc``: what
+the command costs, apart from how the 2 cores are shared with the broker
+and the publisher).
 
     python bench/dump.py [--events 200000] [--broker amqp] [--repeat 3]
 """
@@ -63,7 +66,16 @@ class LineCounter(threading.Thread):
             self.last = now
 
 
-def run_one(impl: str, broker: str, msgs: list[tuple[str, str, int]], appdir: str) -> float:
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of process ``pid`` so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_one(impl: str, broker: str, msgs: list[tuple[str, str, int]], appdir: str
+            ) -> tuple[float, float]:
+    """Events per second through the dumper, and its CPU µs per event."""
     from kombu import Connection, Producer
 
     from tidings.transport import get_exchange
@@ -98,6 +110,7 @@ def run_one(impl: str, broker: str, msgs: list[tuple[str, str, int]], appdir: st
                 time.sleep(0.25)
             time.sleep(1.5)  # the probes in flight arrive (and ours is flushed)
             counter.mark = base = counter.lines
+            cpu = cpu_seconds(child.pid)
             sent = 0
             for routing_key, body, events in msgs:
                 while sent - (counter.lines - base) > WINDOW:
@@ -111,11 +124,12 @@ def run_one(impl: str, broker: str, msgs: list[tuple[str, str, int]], appdir: st
             if counter.lines != seen:
                 seen, quiet = counter.lines, time.monotonic() + QUIET
         got = counter.lines - base
+        cpu = cpu_seconds(child.pid) - cpu
         if got < sent:
             print(f"  {impl}: {sent - got} of {sent} events not printed", file=sys.stderr)
         if counter.first is None or counter.last <= counter.first:
             raise SystemExit(f"{impl} printed none of the burst")
-        return got / (counter.last - counter.first)
+        return got / (counter.last - counter.first), cpu / got * 1e6
     finally:
         child.terminate()
         try:
@@ -134,18 +148,23 @@ def main() -> None:
     args = parser.parse_args()
     msgs = messages(args.events, "multi")
     rates: dict[str, list[float]] = {"celery": [], "tidings": []}
+    cpus: dict[str, list[float]] = {"celery": [], "tidings": []}
     with tempfile.TemporaryDirectory() as appdir:
         Path(appdir, "benchapp.py").write_text(APP)
         for _ in range(args.repeat):
             for impl in ("celery", "tidings"):  # interleaved: both see the same machine
-                rate = run_one(impl, BROKERS[args.broker], msgs, appdir)
+                rate, cpu = run_one(impl, BROKERS[args.broker], msgs, appdir)
                 rates[impl].append(rate)
-                print(f"  {impl}: {rate:,.0f} events/s", file=sys.stderr)
+                cpus[impl].append(cpu)
+                print(f"  {impl}: {rate:,.0f} events/s, {cpu:.1f} µs CPU/event",
+                      file=sys.stderr)
     c, t = statistics.median(rates["celery"]), statistics.median(rates["tidings"])
     print(f"\nevents --dump to a pipe, {args.broker}, task.multi batches of 100, "
           f"{args.events:,} events (median of {args.repeat})")
-    print(f"{'celery ev/s':>12}{'tidings ev/s':>14}{'ratio':>8}")
-    print(f"{c:>12,.0f}{t:>14,.0f}{t / c:>7.2f}x")
+    print(f"{'measure':<22}{'celery':>10}{'tidings':>10}{'ratio':>8}")
+    print(f"{'events/s':<22}{c:>10,.0f}{t:>10,.0f}{t / c:>7.2f}x")
+    c, t = statistics.median(cpus["celery"]), statistics.median(cpus["tidings"])
+    print(f"{'CPU µs per event':<22}{c:>10.1f}{t:>10.1f}{t / c:>7.2f}x")
 
 
 if __name__ == "__main__":

@@ -12,10 +12,12 @@ import json
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from fnmatch import fnmatchcase
+from functools import lru_cache
 from math import modf
+from operator import itemgetter
 from typing import IO, Any
 
 from ..protocol.events import humanize_type
@@ -189,10 +191,6 @@ class Dumper:
         timestamp = format_timestamp(get("timestamp"))
         type_ = str(get("type", "")).lower()
         hostname = get("hostname")
-        try:
-            keys = sorted(event)
-        except TypeError:  # keys of mixed types (not from JSON): order them as text
-            keys = sorted(event, key=str)
         if type_.startswith("task-"):
             uuid = get("uuid")
             if type_ in _DESCRIBING:
@@ -203,12 +201,48 @@ class Dumper:
             else:
                 label = self._labels.get(uuid, "")
                 shown = _TASK_ENVELOPE
-            fields = ", ".join([f"{key}={event[key]}" for key in keys if key not in shown])
+            fields = _fields(event, shown)
             sep = ":" if fields else ""
             return f"{hostname} [{timestamp}] {humanize_type(type_)}{sep} {label} {fields}"
-        fields = ", ".join([f"{key}={event[key]}" for key in keys if key not in _ENVELOPE])
+        fields = _fields(event, _ENVELOPE)
         sep = ":" if fields else ""
         return f"{hostname} [{timestamp}] {humanize_type(type_)}{sep} {fields}"
+
+
+def _fields(event: dict[str, Any], shown: frozenset[str]) -> str:
+    """``key=value, ...`` for the keys not ``shown``, in sorted order."""
+    layout = _layout(tuple(event), shown)
+    if layout is None:  # keys that are not all text (not from JSON)
+        try:
+            keys = sorted(event)
+        except TypeError:  # keys of mixed types: order them as text
+            keys = sorted(event, key=str)
+        return ", ".join([f"{key}={event[key]}" for key in keys if key not in shown])
+    values, template = layout
+    return template.format(*values(event)) if template else ""
+
+
+#: Key layouts (the keys of an event, in their order) whose sorted fields and
+#: format string are kept: events of one type from one sender share one, and
+#: the text dump reuses it instead of sorting and formatting key by key.
+LAYOUTS_MAX = 1024
+
+
+@lru_cache(maxsize=LAYOUTS_MAX)
+def _layout(keys: tuple[Any, ...], shown: frozenset[str]
+            ) -> tuple[Callable[[dict[str, Any]], tuple[Any, ...]], str] | None:
+    """How to print the fields of an event with ``keys``: a getter of their values in
+    sorted order and the ``str.format`` template they go in; ``None`` for keys that are
+    not all text (``True`` and ``1`` are the same key to this cache)."""
+    if any(key.__class__ is not str for key in keys):
+        return None
+    ordered = [key for key in sorted(keys) if key not in shown]
+    template = ", ".join(key.replace("{", "{{").replace("}", "}}") + "={}"
+                         for key in ordered)
+    if len(ordered) == 1:
+        only = ordered[0]
+        return (lambda event: (event[only],)), template
+    return (itemgetter(*ordered) if ordered else (lambda event: ())), template
 
 
 #: Keys printed before the fields, so not among them: every event's, task
