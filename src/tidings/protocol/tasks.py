@@ -8,6 +8,7 @@ on a Celery worker.  Body: ``[args, kwargs, {"callbacks", "errbacks",
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import reprlib
@@ -43,8 +44,12 @@ def saferepr(obj: Any, maxlen: int = REPR_MAXLEN) -> str:
     return text
 
 
+#: The host's name, looked up once, as Celery does (once per task costs a system call).
+_gethostname = functools.lru_cache(maxsize=1)(socket.gethostname)
+
+
 def anon_origin() -> str:
-    return f"gen{os.getpid()}@{socket.gethostname()}"
+    return f"gen{os.getpid()}@{_gethostname()}"
 
 
 def to_iso(value: datetime | float | str | None) -> str | None:
