@@ -1,4 +1,4 @@
-"""Publishing an event on Redis as a prepared ``PUBLISH``, its reply read later.
+"""Publishing an event on Redis as a prepared ``PUBLISH``, with replies turned off.
 
 kombu's Redis path costs about 300 µs per fanout message on 2 cores, and
 little of it is Redis's: every publish builds a new ``redis.Redis`` client
@@ -6,32 +6,38 @@ little of it is Redis's: every publish builds a new ``redis.Redis`` client
 entry), checks a connection out of the pool and in again, builds the
 message as a dict and serializes it, then waits a round trip for the reply
 (the number of subscribers, which nobody reads).  :func:`publish_redis`
-keeps one connection of the channel's own pool for publishing, writes the
-message from a template (the event's base64 body, its sequence number and a
-delivery tag spliced in) and reads replies in batches instead of after each
-command.  The message is byte for byte the one kombu publishes
-(``tests/unit/test_prepared_publish_redis.py`` checks it, kombu as oracle).
+keeps one connection of the channel's own pool for publishing, with Redis's
+replies to it turned off (``CLIENT REPLY OFF``, on every socket it opens),
+and writes the message from a template (the event's base64 body, its
+sequence number and a delivery tag spliced in).  The message is byte for
+byte the one kombu publishes (``tests/unit/test_prepared_publish_redis.py``
+checks it, kombu as oracle).
 
 It applies only where it cannot differ from kombu's path: kombu's own Redis
 channel (not the Sentinel one, whose compatibility topics differ), open, no
 global key prefix, a fanout exchange (Celery's event exchange on Redis),
-``base64`` bodies.  Otherwise :func:`publish_redis` returns ``False`` and
-the caller publishes through kombu, which also reconnects after a failure
-here.
+``base64`` bodies, a server that takes ``CLIENT REPLY``.  Otherwise
+:func:`publish_redis` returns ``False`` and the caller publishes through
+kombu, which also reconnects after a failure here.
 
 Differences from Celery, with their reasons:
 
-* A ``PUBLISH`` does not wait for its reply: the replies of up to
-  :data:`READ_AT` commands are read together, without blocking, and a
-  publisher never has more than :data:`MAX_UNREAD` unread (it then waits
-  for them).  Waiting a round trip per event is most of what an event costs
-  on Redis, for a reply (the subscriber count) Celery ignores.
-* So an error reply (an ACL that forbids ``PUBLISH``) is seen a few commands
-  late: it is logged with its count, as kombu's path would raise it, and the
-  events it concerns are missing from the sender's sequence, which every
-  receiver reports (``docs/reliability.md``).  Events written just before a
-  connection is lost may be lost in the same way; the publish that finds
-  the connection lost goes through kombu's path, with its retries.
+* A ``PUBLISH`` gets no reply: waiting a round trip per event is most of
+  what an event costs on Redis, for a reply (the subscriber count) Celery
+  ignores.  Replies are turned off rather than read late: a socket closed
+  with replies unread in it is reset, not closed, and Redis then drops the
+  commands it had not read yet, so the events sent just before
+  ``connection.close()`` were lost.  With nothing unread, a close ends
+  after the last command, and Redis runs every one.
+* The first publish of each topic on a connection has its reply read, so a
+  refusal (an ACL that forbids ``PUBLISH`` or the channel) raises there, as
+  kombu's path raises it.  A refusal that starts later (an ACL changed
+  while the connection is open) is not seen by the sender: the events it
+  concerns are missing from the sender's sequence, which every receiver
+  reports (``docs/loss.md``).
+* Events written just before the server drops a connection may be lost in
+  the same way; the publish that finds the connection lost goes through
+  kombu's path, with its retries.
 """
 
 from __future__ import annotations
@@ -48,16 +54,10 @@ import weakref
 from functools import lru_cache
 from typing import Any
 
-__all__ = ["IDLE_CHECK", "MAX_UNREAD", "READ_AT", "publish_redis"]
+__all__ = ["IDLE_CHECK", "publish_redis"]
 
 logger = logging.getLogger(__name__)
 
-#: Replies read together, without blocking, once this many are unread.
-READ_AT = 64
-#: The most replies left unread on a connection: a publisher that reaches it
-#: waits for them, which bounds both the socket buffers and what a lost
-#: connection can take with it.
-MAX_UNREAD = 1024
 #: Seconds without a publish after which the connection is checked (a read
 #: without blocking) before the next one: a server that closed an idle
 #: connection is seen then, and not by losing the next event into it.
@@ -66,15 +66,19 @@ IDLE_CHECK = 1.0
 _BASE64 = "base64"
 #: Placeholders of what changes per message, unique in the template's JSON.
 _BODY, _SEQ, _TAG = "\x00body", "\x00seq", "\x00tag"
-#: Kinds of message (headers, exchange and routing key) whose template is kept.
+#: Kinds of message (headers, exchange and routing key) whose template is kept;
+#: also the most topics an outlet remembers as allowed (it then starts over).
 MAX_TEMPLATES = 64
+#: ``CLIENT REPLY ON`` (answered ``+OK``) and ``OFF`` (answered by nothing).
+_REPLY_ON = b"*3\r\n$6\r\nCLIENT\r\n$5\r\nREPLY\r\n$2\r\nON\r\n"
+_REPLY_OFF = b"*3\r\n$6\r\nCLIENT\r\n$5\r\nREPLY\r\n$3\r\nOFF\r\n"
 
 
 class _Template:
     """kombu's message for one kind of event, split where the body, the last header's
     value and the delivery tag go."""
 
-    __slots__ = ("command_head", "parts")
+    __slots__ = ("command_head", "parts", "topic")
 
     def __init__(self, topic: str, exchange: str, routing_key: str, content_type: str,
                  content_encoding: str, headers: tuple[tuple[str, Any], ...], last: str,
@@ -101,7 +105,7 @@ class _Template:
             parts.append(head.encode("ascii"))
         parts.append(text.encode("ascii"))
         self.parts = tuple(parts)
-        key = topic.encode("utf-8")
+        self.topic = key = topic.encode("utf-8")
         self.command_head = b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n" % (len(key), key)
 
     def command(self, body: bytes, seq: int) -> bytes:
@@ -117,63 +121,74 @@ _template = lru_cache(maxsize=MAX_TEMPLATES)(_Template)
 
 
 class _Outlet:
-    """One connection of a channel's pool, kept for publishing, its replies counted."""
+    """One connection of a channel's pool, kept for publishing, Redis's replies off."""
 
-    __slots__ = ("connection", "last_sent", "lock", "pool", "unread")
+    __slots__ = ("__weakref__", "allowed", "connection", "last_sent", "lock", "pool")
 
     def __init__(self, pool: Any) -> None:
         self.pool = pool
-        self.connection = pool.get_connection()
         self.lock = threading.Lock()
-        self.unread = 0
+        self.allowed: set[bytes] = set()
         self.last_sent = time.monotonic()
+        self.connection = pool.get_connection()
+        try:
+            self._quiet(self.connection)
+            # every socket the connection opens again is quieted too (a weak reference)
+            self.connection.register_connect_callback(self._quiet)
+        except BaseException:
+            self.close()
+            raise
 
-    def send(self, command: bytes) -> None:
+    def _quiet(self, connection: Any) -> None:
+        """Turn replies off on a new socket, once Redis has shown it takes the command
+        (a refusal raises: a server without it, or an ACL, gets kombu's path)."""
+        connection.send_packed_command((_REPLY_ON,), check_health=False)
+        connection.read_response()
+        connection.send_packed_command((_REPLY_OFF,), check_health=False)
+
+    def send(self, topic: bytes, command: bytes) -> None:
         connection = self.connection
         now = time.monotonic()
-        if self.unread >= READ_AT or now - self.last_sent > IDLE_CHECK:
-            self._read(block=self.unread >= MAX_UNREAD)
-        connection.send_packed_command((command,), check_health=False)
-        self.unread += 1
+        if now - self.last_sent > IDLE_CHECK:
+            self._check()
+        if topic in self.allowed:
+            connection.send_packed_command((command,), check_health=False)
+        else:
+            # the topic's first publish: its reply is read (a refusal raises), and
+            # the connection is quiet again after it whatever the reply
+            connection.send_packed_command((_REPLY_ON, command, _REPLY_OFF),
+                                           check_health=False)
+            connection.read_response()
+            connection.read_response()
+            if len(self.allowed) >= MAX_TEMPLATES:
+                self.allowed.clear()
+            self.allowed.add(topic)
         self.last_sent = now
 
-    def _read(self, block: bool) -> None:
-        """Read the replies that have come (all unread ones past :data:`MAX_UNREAD`,
-        blocking); a closed connection is disconnected, to be opened again by the
-        next send."""
-        response_error, lost = _errors()
-        connection, refused, error = self.connection, 0, None
+    def _check(self) -> None:
+        """After a quiet spell: what is readable on a connection owed nothing is its end
+        (the server closed it), so it is dropped, to open again, quieted, on the next
+        write; a read that fails says the same."""
+        connection = self.connection
         try:
-            while ((block and self.unread >= READ_AT)
-                   or connection.can_read(timeout=0)):  # readable with none unread: closed
-                try:
-                    connection.read_response()
-                except response_error as exc:
-                    refused, error = refused + 1, exc
-                self.unread = max(self.unread - 1, 0)
-        except lost:
-            self.unread = 0
+            ended = connection.can_read(timeout=0)
+        except Exception:
+            ended = True
+        if ended:
             connection.disconnect()
-        if refused:
-            logger.error("Redis refused %d published event(s): %s", refused, error)
 
     def close(self) -> None:
+        self.connection.deregister_connect_callback(self._quiet)
         self.connection.disconnect()
         self.pool.release(self.connection)
-
-
-@lru_cache(maxsize=1)
-def _errors() -> tuple[type[BaseException], tuple[type[BaseException], ...]]:
-    """redis-py's error reply, and the errors of a lost connection (redis-py is
-    imported by then: a kombu Redis channel exists)."""
-    from redis.exceptions import ConnectionError, ResponseError, TimeoutError
-
-    return ResponseError, (ConnectionError, TimeoutError, OSError)
 
 
 #: The outlet of each open channel; a channel that is collected takes its own.
 _outlets: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _outlets_lock = threading.Lock()
+#: Channels whose server refused ``CLIENT REPLY`` (an ACL, a Redis-like server
+#: without it): kombu's path publishes for them.
+_refused: weakref.WeakSet = weakref.WeakSet()
 # A forked child must not write into its parent's sockets: it opens its own.
 os.register_at_fork(after_in_child=_outlets.clear)
 
@@ -184,13 +199,22 @@ def _redis_channel_class() -> type | None:
     return getattr(module, "Channel", None)
 
 
-def _outlet(channel: Any) -> _Outlet:
+def _outlet(channel: Any) -> _Outlet | None:
+    """The channel's outlet, made on first use; ``None`` where replies cannot be
+    turned off."""
     outlet = _outlets.get(channel)
     if outlet is None:
         with _outlets_lock:
             outlet = _outlets.get(channel)
-            if outlet is None:
-                outlet = _outlets[channel] = _Outlet(channel.pool)
+            if outlet is None and channel not in _refused:
+                from redis.exceptions import ResponseError  # imported: a Redis channel exists
+
+                try:
+                    outlet = _outlets[channel] = _Outlet(channel.pool)
+                except ResponseError as exc:
+                    logger.warning("Redis refused CLIENT REPLY (%s): events are published "
+                                   "through kombu, a round trip each", exc)
+                    _refused.add(channel)
     return outlet
 
 
@@ -199,7 +223,8 @@ def publish_redis(channel: Any, exchange: Any, routing_key: str, body: bytes,
                   content_encoding: str, delivery_mode: int) -> bool:
     """Publish ``body`` with ``headers`` plus ``{last: last_value}`` on kombu's Redis
     ``channel``; ``False`` if this path does not apply (nothing was sent: publish
-    through kombu instead).  Raises the connection's error if the write failed."""
+    through kombu instead).  Raises the connection's error if the write failed, and
+    Redis's if it refused the topic's first publish on this connection."""
     cls = _redis_channel_class()
     if (cls is None or channel.__class__ is not cls or channel.closed
             or channel.global_keyprefix or exchange.type != "fanout"
@@ -217,13 +242,15 @@ def publish_redis(channel: Any, exchange: Any, routing_key: str, body: bytes,
     except (TypeError, ValueError):
         return False  # a header this template does not take: kombu's path
     outlet = _outlet(channel)
-    if outlet.pool is not pool:  # kombu replaced the pool: a new connection
+    if outlet is not None and outlet.pool is not pool:  # kombu replaced the pool
         with _outlets_lock:
             _outlets.pop(channel, None)
         outlet = _outlet(channel)
+    if outlet is None:
+        return False
     with outlet.lock:
         try:
-            outlet.send(command)
+            outlet.send(template.topic, command)
         except BaseException:
             with _outlets_lock:
                 _outlets.pop(channel, None)
