@@ -74,7 +74,9 @@ class App:
         """A new (lazy) connection for consuming with ``drain_events``.
 
         On RabbitMQ it reads the socket in large chunks (see
-        :mod:`tidings.transport.buffered`): not for kombu's event loop.
+        :mod:`tidings.transport.buffered`): not for kombu's event loop.  On
+        Redis a receiver takes its PUB/SUB messages as decoded envelopes (see
+        :mod:`tidings.transport.redis_read`).
         """
         kwargs.setdefault("buffered_reads", True)
         return self._connection(url, **kwargs)

@@ -31,8 +31,10 @@ Differences from Celery:
 
 from __future__ import annotations
 
+import binascii
 import time
 import uuid as _uuid
+from binascii import a2b_base64
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -56,6 +58,7 @@ from ..transport import (
     get_exchange,
     named_event_queue,
 )
+from ..utils.jsoncodec import DECODE_ERRORS
 from ..utils.jsoncodec import loads as json_loads
 from .ingest import EventPipeline
 from .subscription import Subscription
@@ -70,6 +73,8 @@ Handler = Callable[[dict[str, Any]], Any]
 JSON_CONTENT_TYPE = "application/json"
 #: Content encodings under which a JSON body is text (``None``: none given).
 TEXT_ENCODINGS = frozenset({"utf-8", "utf8", None})
+#: kombu's body encoding on Redis (the envelope's ``properties.body_encoding``).
+BASE64 = "base64"
 
 
 class EventReceiver(ConsumerMixin):
@@ -212,6 +217,11 @@ class EventReceiver(ConsumerMixin):
 
     def on_consume_ready(self, connection: Connection, channel: Any, consumers: Any,
                          wakeup: bool = True, **kwargs: Any) -> None:
+        consume_envelopes = getattr(channel, "consume_envelopes", None)
+        if consume_envelopes is not None and not self.subscription.durable:
+            # Redis PUB/SUB messages come here decoded, not as kombu messages
+            # (transport/redis_read.py; what this cannot take goes kombu's way)
+            consume_envelopes(self.queue.name, self._on_envelope)
         if connection.transport.driver_type == "redis":
             # kombu subscribes to Redis PUB/SUB on the first poll; poll once now
             # so that the heartbeats the wake-up asks for are not published to
@@ -274,7 +284,27 @@ class EventReceiver(ConsumerMixin):
     def _on_message(self, message: Any) -> None:
         ok, body = self._decode(message)
         if ok:
-            self._receive(body, message)
+            self._receive(body, message.headers)
+
+    def _on_envelope(self, envelope: dict[str, Any]) -> bool:
+        """A Redis message as kombu's envelope (see :mod:`tidings.transport.redis_read`);
+        ``False`` for what kombu must decode (not JSON in base64, or JSON not accepted)."""
+        properties = envelope.get("properties")
+        body = envelope.get("body")
+        if (not self._accepts_json or envelope.get("content-type") != JSON_CONTENT_TYPE
+                or envelope.get("content-encoding") not in TEXT_ENCODINGS
+                or properties.__class__ is not dict
+                or properties.get("body_encoding") != BASE64 or body.__class__ is not str):
+            return False
+        try:
+            decoded = json_loads(a2b_base64(body))
+        except (binascii.Error, *DECODE_ERRORS) as exc:  # counted, never raised
+            self.pipeline.skip("not-json", f"cannot decode message ({JSON_CONTENT_TYPE}): "
+                                           f"{exc}")
+            return True
+        headers = envelope.get("headers")
+        self._receive(decoded, headers if headers.__class__ is dict else None)
+        return True
 
     def _on_message_acked(self, message: Any) -> None:
         ok, body = self._decode(message)
@@ -283,7 +313,7 @@ class EventReceiver(ConsumerMixin):
 
     def _receive_acked(self, body: Any, message: Any) -> None:
         try:
-            self._receive(body, message)
+            self._receive(body, message.headers)
         finally:  # a handler that raised was counted: the event is not retried forever
             message.ack()
         offset = message.headers.get("x-stream-offset") if message.headers else None
@@ -299,8 +329,8 @@ class EventReceiver(ConsumerMixin):
         self.pipeline.losses.dead_letter(message.headers,
                                          len(body) if isinstance(body, list) else 1)
 
-    def _receive(self, body: Any, message: Any) -> None:
-        sequence = read_sequence(getattr(message, "headers", None))
+    def _receive(self, body: Any, headers: dict[str, Any] | None) -> None:
+        sequence = read_sequence(headers)
         if sequence is not None:
             self.pipeline.losses.sequence(*sequence, len(body) if isinstance(body, list) else 1)
         self.pipeline.feed(body)

@@ -8,6 +8,8 @@
   transport plus message TTL and queue expiry);
 * :mod:`.publish`, :mod:`.publish_redis` — events published as prepared
   frames (RabbitMQ) and commands (Redis), kombu's path where they do not apply;
+* :mod:`.buffered`, :mod:`.redis_read` — consumers' connections: RabbitMQ's
+  socket read in large chunks, Redis's PUB/SUB envelopes handed to a receiver;
 * :mod:`.reconnect` — the one reconnect loop and its typed status.
 """
 

@@ -16,6 +16,7 @@ __all__ = [
     "AMQP_SCHEMES",
     "EMBEDDED_POLL_INTERVAL",
     "EMBEDDED_SCHEME",
+    "REDIS_READ_SCHEMES",
     "connection_for",
     "connection_from_settings",
     "default_data_dir",
@@ -27,6 +28,9 @@ __all__ = [
 EMBEDDED_SCHEME = "filesystem"
 #: URL schemes of kombu's py-amqp transport, the one :mod:`.buffered` reads for.
 AMQP_SCHEMES = frozenset({"amqp", "pyamqp"})
+#: URL schemes of kombu's plain Redis transport, the one :mod:`.redis_read` extends
+#: (TLS and Sentinel keep kombu's).
+REDIS_READ_SCHEMES = frozenset({"redis"})
 
 #: Seconds between polls of the embedded broker's folder by a consumer.
 EMBEDDED_POLL_INTERVAL = 0.05
@@ -75,7 +79,9 @@ def connection_for(
     """A kombu ``Connection`` (not yet connected) for ``url``, embedded broker included.
 
     ``buffered_reads``: on RabbitMQ over plain TCP, read the socket in large
-    chunks (:mod:`.buffered`); for consumers that read with ``drain_events``.
+    chunks (:mod:`.buffered`); on Redis, let a receiver take PUB/SUB messages
+    as decoded envelopes (:mod:`.redis_read`); for consumers that read with
+    ``drain_events``.
     """
     options = dict(transport_options or {})
     if is_embedded(url):
@@ -94,6 +100,11 @@ def connection_for(
         )
     if buffered_reads and url.split("://", 1)[0] in AMQP_SCHEMES:
         return Connection(url, transport=BufferedAMQPTransport, transport_options=options,
+                          connect_timeout=connect_timeout)
+    if buffered_reads and url.split("://", 1)[0] in REDIS_READ_SCHEMES:
+        from .redis_read import RedisReadTransport  # kombu's Redis transport: on demand
+
+        return Connection(url, transport=RedisReadTransport, transport_options=options,
                           connect_timeout=connect_timeout)
     return Connection(url, transport_options=options, connect_timeout=connect_timeout)
 
