@@ -1,12 +1,15 @@
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tidings.protocol import states
 from tidings.protocol.events import (
     EVENT_TYPES,
     TASK_EVENT_TO_STATE,
     InvalidEvent,
+    _check,
     build_event,
     group_from,
     humanize_type,
@@ -132,3 +135,48 @@ def test_valid_events_pass(corpus_rabbitmq, corpus_redis):
             count += 1
     assert count == 107 + 62
     validate_event({"type": "task-sent", "uuid": "u", "clock": None})
+
+
+_values = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.floats(0, 2),
+                    st.text(max_size=3), st.lists(st.integers(), max_size=2),
+                    st.just({"a": 1}))
+_types = st.sampled_from(["task-sent", "task-received", "task-succeeded", "worker-online",
+                          "worker-heartbeat", "custom-thing"])
+_text, _int, _number = st.text(max_size=3), st.integers(0, 9), st.floats(0, 2)
+#: Each key's usual values (so that most events are valid and meet the cache), and
+#: now and then anything at all.
+_usual = {"type": _types, "hostname": _text, "uuid": _text, "name": _text,
+          "clock": st.one_of(_int, st.none()), "pid": _int, "retries": _int,
+          "active": _int, "timestamp": _number, "runtime": _number,
+          "loadavg": st.lists(_number, max_size=3), "custom": _values, "args": _text}
+
+
+@st.composite
+def _events_of_few_layouts(draw):
+    """Events over a handful of key layouts, so that most meet a layout seen before."""
+    keys = st.sampled_from(sorted(_usual))
+    layouts = draw(st.lists(st.lists(keys, unique=True, max_size=8), min_size=1, max_size=3))
+    events = []
+    for _ in range(draw(st.integers(1, 30))):
+        event = {}
+        for key in draw(st.sampled_from(layouts)):
+            event[key] = draw(_values if draw(st.integers(0, 5)) == 0 else _usual[key])
+        events.append(event)
+    return events
+
+
+def _outcome(check, event):
+    try:
+        check(event)
+    except InvalidEvent as exc:
+        return exc.cause
+    return None
+
+
+@settings(max_examples=300, deadline=None)
+@given(_events_of_few_layouts())
+def test_validation_remembered_by_layout_agrees_with_every_check(events):
+    """The layout cache (valid class tuples per key layout) passes and refuses exactly
+    what the field-by-field checks do, whatever came before."""
+    for event in events:
+        assert _outcome(validate_event, event) == _outcome(_check, event), event

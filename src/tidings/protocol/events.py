@@ -9,7 +9,10 @@ monitors use it to label and colour events.  It does no I/O.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
+from operator import itemgetter
 from typing import Any
 
 from . import states
@@ -297,6 +300,28 @@ def _has_type(value: Any, types: tuple[type, ...], nullable: bool) -> bool:
     return isinstance(value, types) and not isinstance(value, bool)
 
 
+#: Key layouts (an event's keys, in their order) whose checked fields are known:
+#: a getter of their values, the tuples of value classes already found valid,
+#: and whether the layout has a ``uuid``.  Events of one type from one sender
+#: share a layout, so a valid event costs a few C calls instead of a check per
+#: field (see :func:`validate_event`).
+CHECKED_LAYOUTS_MAX = 1024
+#: Class tuples kept per layout (the set starts over when full).
+VALID_CLASSES_MAX = 64
+
+
+@lru_cache(maxsize=CHECKED_LAYOUTS_MAX)
+def _layout_checks(layout: tuple[Any, ...]
+                   ) -> tuple[Callable[[dict], tuple], set[tuple], bool] | None:
+    """What to look at in events with the keys ``layout``; ``None`` for layouts this
+    cache does not take (a key that is not text, no ``type``)."""
+    if "type" not in layout or any(key.__class__ is not str for key in layout):
+        return None
+    checked = [key for key in layout if key in _EXACT]  # "type" among them
+    getter = itemgetter(*checked) if len(checked) > 1 else (lambda e, k=checked[0]: (e[k],))
+    return getter, set(), "uuid" in layout
+
+
 def validate_event(event: Any) -> None:
     """Raise :class:`InvalidEvent` unless ``event`` can be applied safely.
 
@@ -304,7 +329,35 @@ def validate_event(event: Any) -> None:
     is not an object, a missing or non-string ``type``, a ``clock`` that is not
     an integer (``null`` only allowed on ``task-sent``, whose clock the
     receiver replaces), and typed fields holding the wrong type.
+
+    An event whose layout and value classes passed every check before (and
+    whose clock, if any, is an ``int``) passes again on the classes alone: the
+    checks depend on nothing else but the type's ``task-`` prefix, tested
+    here too.  Anything else gets every check (:func:`_check`).
     """
+    if event.__class__ is not dict:  # JSON gives exact dicts; anything else is checked
+        _check(event)
+        return
+    checks = _layout_checks(tuple(event))
+    if checks is None:
+        _check(event)
+        return
+    getter, valid, has_uuid = checks
+    classes = tuple(map(type, getter(event)))
+    clock_is_int = event.get("clock", 0).__class__ is int
+    if classes in valid and clock_is_int:
+        if not has_uuid and event["type"].startswith("task-"):
+            raise InvalidEvent("missing-field", f"{event['type']} event has no 'uuid'")
+        return
+    _check(event)  # raises, or the classes are valid for this layout
+    if clock_is_int:
+        if len(valid) >= VALID_CLASSES_MAX:
+            valid.clear()
+        valid.add(classes)
+
+
+def _check(event: Any) -> None:
+    """Every check of :func:`validate_event`, field by field."""
     if not isinstance(event, dict):
         raise InvalidEvent("not-an-object", f"event is a {type(event).__name__}, not an object")
     type_ = event.get("type")
