@@ -4,6 +4,8 @@ import time
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tidings.events.state import State, Task, Worker, heartbeat_expires
 
@@ -536,3 +538,27 @@ def test_pids_and_utc_offsets_are_shared_but_keep_their_type():
     assert type(c.utcoffset) is int and c.utcoffset == 0  # 0 is not turned into 0.0
     s.event(ev("task-started", uuid="t0", pid=[1], utcoffset={"x": 1}))  # unhashable: kept
     assert a.pid == [1] and a.utcoffset == {"x": 1}
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_reads_by_time_that_drop_what_they_pass_stay_exact(data):
+    """Reads between events (limits and directions at random) each give what a full sort
+    of the tasks' keys gives, though every read drops the stale entries it passed."""
+    s = State(max_tasks_in_memory=data.draw(st.integers(3, 12)))
+    uuids = [f"t{n}" for n in range(8)]
+    subjects = ["sent", "received", "started", "succeeded", "failed"]
+    for _ in range(data.draw(st.integers(1, 8))):
+        for _ in range(data.draw(st.integers(0, 12))):
+            s.event({"type": f"task-{data.draw(st.sampled_from(subjects))}",
+                     "uuid": data.draw(st.sampled_from(uuids)),
+                     "hostname": data.draw(st.sampled_from(["w1", "w2"])),
+                     "clock": data.draw(st.integers(0, 40)), "timestamp": 1.0,
+                     "local_received": 1.0})
+        limit = data.draw(st.one_of(st.none(), st.integers(1, 9)))
+        reverse = data.draw(st.booleans())
+        tasks = list(s.tasks.values())
+        attr = "last_key" if reverse else "first_key"
+        expected = sorted(tasks, key=lambda t: getattr(t, attr), reverse=reverse)[:limit]
+        assert [u for u, _ in s.tasks_by_time(limit=limit, reverse=reverse)] \
+            == [t.uuid for t in expected]

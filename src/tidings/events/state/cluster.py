@@ -236,7 +236,7 @@ class State(Reducer):
         """
         timeline = self._newest if reverse else self._oldest
         with self._mutex:
-            chosen = list(islice(timeline.walk(reverse), limit or None))
+            chosen = timeline.take(limit or None, reverse)
         return ((t.uuid, t) for t in chosen)
 
     tasks_by_timestamp = tasks_by_time

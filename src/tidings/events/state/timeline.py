@@ -19,7 +19,8 @@ Why this shape:
   live ones, one pass drops them, so the list holds at most about twice
   as many entries as there are tasks, and ingest stays amortised O(1).
 * Newest-N walks back from the end and stops after N tasks: it costs N
-  plus the stale entries it passes, not the number of tasks.
+  plus the stale entries it passes, not the number of tasks, and it drops
+  the stale entries it passed, so the next read does not pass them again.
 
 Differences from Celery: Celery keeps ``(clock, timestamp, origin, ref)``
 in a heap and walks the heap's list, which is in heap order, not sorted,
@@ -81,10 +82,46 @@ class Timeline:
         key_of = self._key_of
         self._entries = sorted(k for k in map(key_of, tasks) if k is not None)
 
-    def walk(self, reverse: bool = True) -> Iterator[Any]:
-        """Each task once, by key: largest first when ``reverse``."""
+    def take(self, limit: int | None = None, reverse: bool = True) -> list[Any]:
+        """Up to ``limit`` tasks (every one: ``None``) by key, largest first when
+        ``reverse``; each task once.
+
+        The stale entries passed on the way are dropped, so that a later read
+        does not pass them again: a monitor that asks for the newest few on
+        every refresh pays for each stale entry once, not on every read.
+        """
         entries = self._entries
-        return self._tasks_of(reversed(entries) if reverse else iter(entries))
+        n = len(entries)
+        want = n if limit is None else limit
+        get = dict.get
+        tasks = self._tasks
+        key_of = self._key_of
+        chosen: list[Any] = []
+        live: list[tuple] = []
+        if reverse:
+            i = n
+            while i and len(chosen) < want:
+                i -= 1
+                key = entries[i]
+                task = get(tasks, key[UUID_AT])
+                if task is not None and key_of(task) is key:
+                    chosen.append(task)
+                    live.append(key)
+            if len(live) < n - i:
+                live.reverse()
+                entries[i:] = live
+        else:
+            i = 0
+            while i < n and len(chosen) < want:
+                key = entries[i]
+                i += 1
+                task = get(tasks, key[UUID_AT])
+                if task is not None and key_of(task) is key:
+                    chosen.append(task)
+                    live.append(key)
+            if len(live) < i:
+                entries[:i] = live
+        return chosen
 
     def _tasks_of(self, keys: Iterable[tuple]) -> Iterator[Any]:
         get = dict.get
