@@ -33,14 +33,15 @@ values = st.one_of(st.text(max_size=100), st.integers(min_value=-(2**63), max_va
                    st.floats(allow_nan=False), st.booleans(), st.none())
 
 
-def _listen(url: str, pattern: str):
+@contextmanager
+def _listening(url: str, pattern: str):
+    """A raw subscriber to ``pattern`` (subscribed when entered), closed on exit."""
     import redis
 
-    client = redis.Redis.from_url(url)
-    pubsub = client.pubsub()
-    pubsub.psubscribe(pattern)
-    assert pubsub.get_message(timeout=2)["type"] == "psubscribe"
-    return client, pubsub
+    with redis.Redis.from_url(url) as client, client.pubsub() as pubsub:
+        pubsub.psubscribe(pattern)
+        assert pubsub.get_message(timeout=2)["type"] == "psubscribe"
+        yield pubsub
 
 
 def _take(pubsub, count: int, timeout: float = 10) -> list[dict]:
@@ -93,15 +94,11 @@ def test_the_message_is_kombus(redis_url, redis_channel, headers, last, seq, bod
     headers = {k: v for k, v in headers.items() if k != last}
     exchange = Exchange(f"tidings-test-prep-{name}", "fanout")
     exchange(channel).declare()
-    client, pubsub = _listen(redis_url, f"{_prefix(channel)}tidings-test-prep-*")
-    try:
+    with _listening(redis_url, f"{_prefix(channel)}tidings-test-prep-*") as pubsub:
         Producer(channel).publish(body, exchange=exchange, routing_key=routing_key,
                                   headers={**headers, last: seq}, content_type=content_type,
                                   content_encoding="utf-8", delivery_mode=delivery_mode)
         (theirs,) = _take(pubsub, 1)
-    finally:
-        pubsub.close()
-        client.close()
     prefix = channel.keyprefix_fanout
     topic = f"{prefix}{exchange.name}/{routing_key}" if routing_key else prefix + exchange.name
     template = module._template(topic, exchange.name, routing_key, content_type, "utf-8",
@@ -144,8 +141,7 @@ def test_a_dispatcher_publishes_through_it(redis_url, monkeypatch):
     count = 200
     with Connection(redis_url) as probe:
         prefix = _prefix(probe.default_channel)
-    client, pubsub = _listen(redis_url, f"{prefix}{app.conf.event_exchange}/*")
-    try:
+    with _listening(redis_url, f"{prefix}{app.conf.event_exchange}/*") as pubsub:
         conn = app.connection_for_write()
         d = EventDispatcher(conn, app=app)
         for n in range(count):
@@ -155,9 +151,6 @@ def test_a_dispatcher_publishes_through_it(redis_url, monkeypatch):
         owed = outlet is not None and outlet.connection.can_read(timeout=0.2)
         d.close()
         conn.release()
-    finally:
-        pubsub.close()
-        client.close()
     assert taken[0] is False and all(taken[1:])
     assert outlet is not None and not owed  # Redis's replies are off: nothing to read
     envelopes = [json.loads(m["data"]) for m in got]
@@ -178,9 +171,8 @@ def test_a_connection_closed_while_idle_loses_nothing(redis_url, monkeypatch):
     args = (b"{}", {"hostname": "h"}, SEQUENCE_HEADER)
     with Connection(redis_url) as conn:
         channel = conn.default_channel
-        client, pubsub = _listen(redis_url, f"{_prefix(channel)}{exchange.name}/*")
-        killer = redis.Redis.from_url(redis_url)
-        try:
+        with redis.Redis.from_url(redis_url) as killer, \
+                _listening(redis_url, f"{_prefix(channel)}{exchange.name}/*") as pubsub:
             assert publish_redis(channel, exchange, "a", *args, 0, "application/json",
                                  "utf-8", 1)
             name = f"tidings-test-{uuid.uuid4().hex[:8]}"
@@ -193,10 +185,6 @@ def test_a_connection_closed_while_idle_loses_nothing(redis_url, monkeypatch):
                 assert publish_redis(channel, exchange, "a", *args, n, "application/json",
                                      "utf-8", 1)
             got = _take(pubsub, 6)
-        finally:
-            pubsub.close()
-            client.close()
-            killer.close()
     assert [json.loads(m["data"])["headers"][SEQUENCE_HEADER] for m in got] == list(range(6))
 
 
@@ -231,20 +219,16 @@ def test_a_refused_publish_raises_as_kombus_does(redis_url):
         prefix = _prefix(probe.default_channel)
     args = (b"{}", {}, SEQUENCE_HEADER)
     with _redis_user(redis_url, channels=[f"{prefix}{exchange.name}/ok"],
-                     commands=["+@all"]) as url, Connection(url) as conn:
-        client, pubsub = _listen(redis_url, f"{prefix}{exchange.name}/*")
-        try:
-            channel = conn.default_channel
-            for n in range(3):
-                with pytest.raises(ResponseError, match=r"(?i)permission|channel"):
-                    publish_redis(channel, exchange, "no", *args, n, "application/json",
-                                  "utf-8", 1)
-                assert publish_redis(channel, exchange, "ok", *args, n, "application/json",
-                                     "utf-8", 1)
-            got = _take(pubsub, 3)
-        finally:
-            pubsub.close()
-            client.close()
+                     commands=["+@all"]) as url, Connection(url) as conn, \
+            _listening(redis_url, f"{prefix}{exchange.name}/*") as pubsub:
+        channel = conn.default_channel
+        for n in range(3):
+            with pytest.raises(ResponseError, match=r"(?i)permission|channel"):
+                publish_redis(channel, exchange, "no", *args, n, "application/json",
+                              "utf-8", 1)
+            assert publish_redis(channel, exchange, "ok", *args, n, "application/json",
+                                 "utf-8", 1)
+        got = _take(pubsub, 3)
     assert [m["channel"].decode().rpartition("/")[2] for m in got] == ["ok"] * 3
 
 
@@ -256,8 +240,7 @@ def test_a_server_that_refuses_client_reply_gets_kombus_path(redis_url, caplog):
         prefix = _prefix(probe.default_channel)
     with _redis_user(redis_url, channels=["*"], commands=["+@all", "-client"]) as url:
         app = App("prep", broker=url, event_exchange=exchange.name)
-        client, pubsub = _listen(redis_url, f"{prefix}{exchange.name}/*")
-        try:
+        with _listening(redis_url, f"{prefix}{exchange.name}/*") as pubsub:
             with caplog.at_level(logging.WARNING, module.__name__), \
                     app.connection_for_write() as conn:
                 d = EventDispatcher(conn, app=app)
@@ -266,9 +249,6 @@ def test_a_server_that_refuses_client_reply_gets_kombus_path(redis_url, caplog):
                 assert not publish_redis(conn.default_channel, exchange, "k", b"{}", {},
                                          SEQUENCE_HEADER, 9, "application/json", "utf-8", 1)
             got = _take(pubsub, 5)
-        finally:
-            pubsub.close()
-            client.close()
     assert len(got) == 5
     assert len([r for r in caplog.records if "CLIENT REPLY" in r.getMessage()]) == 1
 
@@ -299,8 +279,7 @@ def test_events_sent_just_before_the_connection_closes_all_arrive(redis_url):
     app = App("prep", broker=redis_url, event_exchange=unique("tidings-test-prep"))
     with Connection(redis_url) as probe:
         prefix = _prefix(probe.default_channel)
-    client, pubsub = _listen(redis_url, f"{prefix}{app.conf.event_exchange}/*")
-    try:
+    with _listening(redis_url, f"{prefix}{app.conf.event_exchange}/*") as pubsub:
         with app.connection_for_write() as conn:
             d = EventDispatcher(conn, app=app)
             for n in range(10):
@@ -311,8 +290,5 @@ def test_events_sent_just_before_the_connection_closes_all_arrive(redis_url):
                 d.send("task-started", uuid=f"t{n}")
         holder.join(10)
         got = _take(pubsub, 60, timeout=5)
-    finally:
-        pubsub.close()
-        client.close()
     assert [json.loads(base64.b64decode(json.loads(m["data"])["body"]))["uuid"]
             for m in got] == [f"t{n}" for n in range(60)]

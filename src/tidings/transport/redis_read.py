@@ -48,7 +48,8 @@ logger = logging.getLogger(__name__)
 #: have kombu deliver it instead.
 EnvelopeHandler = Callable[[dict[str, Any]], bool]
 
-_MESSAGE_KINDS = frozenset({b"message", b"pmessage"})
+#: The reply kinds that carry a message (bytes, or text where replies are decoded).
+_MESSAGE_KINDS = frozenset({b"message", b"pmessage", "message", "pmessage"})
 
 
 class RedisReadChannel(kombu_redis.Channel):
@@ -82,7 +83,7 @@ class RedisReadChannel(kombu_redis.Channel):
         channel, data = response[-2], response[-1]
         if not data:
             return None
-        name = channel.decode("utf-8", "replace")
+        name = channel.decode("utf-8", "replace") if isinstance(channel, bytes) else channel
         if name[:1] == "/":  # the database prefix of kombu's fanout keys
             name = name.partition(".")[2]
         exchange = name.split("/", 1)[0]
