@@ -60,19 +60,32 @@ def run(impl: str, broker: str, sent_event: bool, tasks: int) -> float:
 
 def cleanup(broker: str, tag: str) -> None:
     """The run's queue (full of tasks nobody runs) and event exchange go with it."""
+    delete_declared(broker, [f"{tag}-q"], [f"{tag}-ev"])
+
+
+def delete_declared(broker: str, queues: list[str], exchanges: list[str]) -> None:
+    """Delete task queues and exchanges a run declared, on RabbitMQ and Redis alike."""
     from kombu import Connection, Exchange
 
     from tidings.transport import task_queue
 
     with Connection(broker) as conn:
         channel = conn.default_channel
-        queue = task_queue(f"{tag}-q")(channel)
-        try:
-            queue.declare()  # on Redis, kombu deletes only bindings it declared itself
-            queue.delete()
-            Exchange(f"{tag}-ev")(channel).delete()
-        except Exception:
-            pass
+        for name in queues:
+            queue = task_queue(name)(channel)
+            try:
+                queue.declare()  # on Redis, kombu deletes only bindings it declared itself
+                queue.delete()
+            except Exception:
+                pass
+        for name in exchanges:
+            try:
+                if conn.transport.driver_type == "redis":  # its binding table, by kombu's name
+                    channel.client.delete(channel.keyprefix_queue % name)
+                else:
+                    Exchange(name)(channel).delete()
+            except Exception:
+                pass
 
 
 def main() -> None:

@@ -185,16 +185,15 @@ def main() -> None:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        from kombu import Connection, Queue
+        from client import delete_declared  # beside this file, as state_settle imports us
 
-        with Connection(args.broker) as conn:
-            for name in (q_tid, q_cel):
-                Queue(name, channel=conn.default_channel).delete()
+        delete_declared(args.broker, [q_tid, q_cel],
+                        [f"{tag}-ev", f"{tag}-ctl.pidbox", f"reply.{tag}-ctl.pidbox"])
 
     warm = args.minutes * 60 * args.warmup
     print(f"soak: {args.minutes:g} min, {sent:,} tasks sent "
           f"({sent * EVENTS_PER_TASK / fed_for:,.0f} task events/s reached of "
-          f"{args.rate:,.0f} asked), RabbitMQ; "
+          f"{args.rate:,.0f} asked), {args.broker.split('://', 1)[0]}; "
           f"warm-up {warm:.0f} s")
     # A leak grows as fast in the second half as over the whole; memory that is
     # still settling (allocator, set and dict tables reaching their size under
