@@ -153,9 +153,7 @@ class Task:
     def as_dict(self) -> dict[str, Any]:
         if self._fields is not TASK_DICT_FIELDS:  # a subclass's own list of fields
             return {name: self._dict_value(name) for name in self._fields}
-        out = dict(zip(TASK_DICT_FIELDS, _DICT_VALUES(self)))
-        out["children"] = [task.id for task in self.children] if self._children else []
-        return out
+        return _as_dict(self)
 
     def _dict_value(self, name: str) -> Any:
         if name == "children":
@@ -242,8 +240,31 @@ Task._keys = KeyPolicy(Task, Task._protected)
 
 _COPIED = ("uuid", "first_key", "last_key", *TASK_DEFAULTS)
 #: What ``as_dict()`` reads for each of its keys (``root`` is the root's id ...).
-_DICT_SOURCES = {"root": "root_id", "parent": "parent_id", "children": "uuid"}
-_DICT_VALUES = attrgetter(*(_DICT_SOURCES.get(f, f) for f in TASK_DICT_FIELDS))
+_DICT_SOURCES = {"root": "root_id", "parent": "parent_id"}
+
+
+def _dict_builder(fields: tuple[str, ...]) -> Callable[[Task], dict[str, Any]]:
+    """``build(task)``: the task's ``as_dict()``, one dict display of ``fields`` in order.
+
+    Generated (as :func:`_slots_setter`) because one display, its keys
+    constant and its values slot reads, costs less than a tuple of the
+    values zipped into a dict (about 12 % over 100k tasks; the fresh
+    ``children`` list each dict needs keeps most of the cost).  The names
+    are the protocol table's identifiers.
+    """
+    assert all(name.isidentifier() for name in fields)
+    values = []
+    for name in fields:
+        if name == "children":
+            values.append("'children': [c.id for c in task.children] if task._children else []")
+        else:
+            values.append(f"{name!r}: task.{_DICT_SOURCES.get(name, name)}")
+    namespace: dict[str, Any] = {}
+    exec(f"def as_dict(task):\n    return {{{', '.join(values)}}}", namespace)
+    return namespace["as_dict"]
+
+
+_as_dict = _dict_builder(TASK_DICT_FIELDS)
 #: Every field a pickle keeps, in this order (see ``Task.__reduce__``).
 _PICKLED = ("uuid", *TASK_DEFAULTS)
 _ALL_VALUES = attrgetter(*_PICKLED)
