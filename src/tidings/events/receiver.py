@@ -265,6 +265,12 @@ class EventReceiver(ConsumerMixin):
         except Exception:
             pass
 
+    def _json_text(self, content_type: Any, content_encoding: Any) -> bool:
+        """Whether a body of this type and encoding is JSON text this receiver accepts
+        (decoded here; anything else goes through kombu, which enforces ``accept``)."""
+        return (self._accepts_json and content_type == JSON_CONTENT_TYPE
+                and content_encoding in TEXT_ENCODINGS)
+
     def _decode(self, message: Any) -> tuple[bool, Any]:
         """``(True, body)``, or ``(False, None)`` once the error is counted.
 
@@ -273,8 +279,7 @@ class EventReceiver(ConsumerMixin):
         else goes through kombu, which enforces ``accept``.
         """
         try:
-            if (self._accepts_json and message.content_type == JSON_CONTENT_TYPE
-                    and message.content_encoding in TEXT_ENCODINGS):
+            if self._json_text(message.content_type, message.content_encoding):
                 return True, json_loads(message.body)
             return True, message.decode()
         except Exception as exc:  # undecodable input is counted, never raised
@@ -291,8 +296,7 @@ class EventReceiver(ConsumerMixin):
         ``False`` for what kombu must decode (not JSON in base64, or JSON not accepted)."""
         properties = envelope.get("properties")
         body = envelope.get("body")
-        if (not self._accepts_json or envelope.get("content-type") != JSON_CONTENT_TYPE
-                or envelope.get("content-encoding") not in TEXT_ENCODINGS
+        if (not self._json_text(envelope.get("content-type"), envelope.get("content-encoding"))
                 or properties.__class__ is not dict
                 or properties.get("body_encoding") != BASE64 or body.__class__ is not str):
             return False

@@ -98,29 +98,22 @@ class Timeline:
         key_of = self._key_of
         chosen: list[Any] = []
         live: list[tuple] = []
-        if reverse:
-            i = n
-            while i and len(chosen) < want:
-                i -= 1
-                key = entries[i]
-                task = get(tasks, key[UUID_AT])
-                if task is not None and key_of(task) is key:
-                    chosen.append(task)
-                    live.append(key)
-            if len(live) < n - i:
+        walked = 0
+        for index in (range(n - 1, -1, -1) if reverse else range(n)):
+            if len(chosen) >= want:
+                break
+            key = entries[index]
+            walked += 1
+            task = get(tasks, key[UUID_AT])
+            if task is not None and key_of(task) is key:
+                chosen.append(task)
+                live.append(key)
+        if len(live) < walked:  # stale entries were passed: the walked end keeps the live
+            if reverse:
                 live.reverse()
-                entries[i:] = live
-        else:
-            i = 0
-            while i < n and len(chosen) < want:
-                key = entries[i]
-                i += 1
-                task = get(tasks, key[UUID_AT])
-                if task is not None and key_of(task) is key:
-                    chosen.append(task)
-                    live.append(key)
-            if len(live) < i:
-                entries[:i] = live
+                entries[n - walked:] = live
+            else:
+                entries[:walked] = live
         return chosen
 
     def _tasks_of(self, keys: Iterable[tuple]) -> Iterator[Any]:
