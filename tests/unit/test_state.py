@@ -366,7 +366,7 @@ def test_fix_20_finished_tasks_are_evicted_before_running_ones():
 
 def test_bounds_hold_for_every_index():
     s = State(max_tasks_in_memory=100, max_workers_in_memory=5)
-    for i in range(3000):
+    for i in range(2000):
         s.event(ev("task-received", hostname=f"w{i % 50}@h", clock=i, uuid=f"t{i}",
                    name=f"name{i}", parent_id=f"missing{i}"))
         if i % 3 == 0:
@@ -562,3 +562,46 @@ def test_reads_by_time_that_drop_what_they_pass_stay_exact(data):
         expected = sorted(tasks, key=lambda t: getattr(t, attr), reverse=reverse)[:limit]
         assert [u for u, _ in s.tasks_by_time(limit=limit, reverse=reverse)] \
             == [t.uuid for t in expected]
+
+
+def test_tasks_removed_through_the_map_leave_time_order():
+    """``del``/``pop``/``popitem``/``clear`` on ``State.tasks`` take the task out of
+    ``tasks_by_time`` too; a removed task keeps keys of the same value (a reader may
+    still be sorting it)."""
+    s = State()
+    for i in range(6):
+        s.event(ev("task-received", clock=i, uuid=f"t{i}", name="n"))
+    held = s.tasks["t5"]
+    key = held.last_key
+    del s.tasks["t5"]
+    assert s.tasks.pop("t4").uuid == "t4"
+    assert s.tasks.pop("nope", None) is None
+    assert [u for u, _ in s.tasks_by_time()] == ["t3", "t2", "t1", "t0"]
+    assert [u for u, _ in s.tasks_by_time(reverse=False)] == ["t0", "t1", "t2", "t3"]
+    assert held.last_key == key and held.last_key is not key
+    uuid, _ = s.tasks.popitem()
+    assert uuid not in [u for u, _ in s.tasks_by_time()]
+    s.tasks.clear()
+    assert list(s.tasks_by_time()) == [] and list(s.tasks_by_time(limit=2)) == []
+
+
+def test_evicted_tasks_held_by_stale_entries_stay_a_small_share():
+    """A time-order entry holds its task; entries of evicted tasks are dropped before
+    more than a quarter of the bound (plus a constant) of them is kept alive."""
+    import gc
+    import weakref
+
+    bound = 400
+    s = State(max_tasks_in_memory=bound)
+    refs = []
+    most = 0
+    for i in range(2000):
+        uuid = f"t{i}"
+        s.event(ev("task-received", clock=i, uuid=uuid, name="n"))
+        refs.append(weakref.ref(s.tasks[uuid]))
+        if i % 40 == 0:
+            gc.collect()
+            most = max(most, sum(1 for r in refs if r() is not None))
+    assert len(s.tasks) == bound
+    # one entry per task in each time order: only evictions make entries stale
+    assert most <= bound + bound // 4 + 64 + 1

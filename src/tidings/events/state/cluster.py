@@ -101,6 +101,7 @@ class State(Reducer):
         #: Every task by its latest and by its earliest event (``tasks_by_time``).
         self._newest = Timeline(self.tasks, "last_key")
         self._oldest = Timeline(self.tasks, "first_key")
+        self.tasks.on_remove = self._removed_from_map
         self.tasks_by_type = TaskIndex(self.tasks, self._sorted_tasks)
         self.tasks_by_worker = TaskIndex(self.tasks, self._sorted_tasks)
         #: Children seen before their parent: parent uuid -> child uuids (bounded
@@ -236,8 +237,7 @@ class State(Reducer):
         """
         timeline = self._newest if reverse else self._oldest
         with self._mutex:
-            chosen = timeline.take(limit or None, reverse)
-        return ((t.uuid, t) for t in chosen)
+            return iter(timeline.take(limit or None, reverse))
 
     tasks_by_timestamp = tasks_by_time
 

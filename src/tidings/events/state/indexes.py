@@ -40,7 +40,39 @@ class _Snapshotting(dict):
 
 
 class TaskMap(_Snapshotting):
-    """``State.tasks``: uuid -> :class:`~tidings.events.state.Task`."""
+    """``State.tasks``: uuid -> :class:`~tidings.events.state.Task`.
+
+    A task removed through the map itself (``del``, ``pop``, ``popitem``,
+    ``clear``) is passed to ``on_remove``, which the State sets, so that it
+    leaves time order too.  (The State's own removals do not come this way.)
+    """
+
+    on_remove: Callable[[Any], None] | None = None
+
+    def _removed(self, tasks: Iterable[Any]) -> None:
+        if self.on_remove is not None:
+            for task in tasks:
+                self.on_remove(task)
+
+    def __delitem__(self, key: Any) -> None:
+        self._removed((dict.pop(self, key),))
+
+    def pop(self, key: Any, *default: Any) -> Any:
+        if not dict.__contains__(self, key):
+            return dict.pop(self, key, *default)
+        task = dict.pop(self, key)
+        self._removed((task,))
+        return task
+
+    def popitem(self) -> tuple[Any, Any]:
+        item = dict.popitem(self)
+        self._removed((item[1],))
+        return item
+
+    def clear(self) -> None:
+        tasks = list(dict.values(self))
+        dict.clear(self)
+        self._removed(tasks)
 
 
 class WorkerMap(_Snapshotting):

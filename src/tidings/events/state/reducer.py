@@ -238,11 +238,11 @@ class Reducer:
         last = task.last_key
         if last is None or key > last:
             task.last_key = key
-            self._newest.add(key)
+            self._newest.add(key, task)
         first = task.first_key
         if first is None or key < first:
             task.first_key = key
-            self._oldest.add(key)
+            self._oldest.add(key, task)
 
     def _reindex(self: State, task: Task, old_name: str | None,
                  old_worker: Worker | None) -> None:
@@ -325,9 +325,20 @@ class Reducer:
                                 if (t := dict.get(tasks, u)) is not None
                                 and t.state in READY_STATES)
 
+    def _leave_time(self: State, task: Task) -> None:
+        """``task`` is no longer in ``tasks``: ``tasks_by_time`` must not list it."""
+        self._newest.forget(task)
+        self._oldest.forget(task)
+
+    def _removed_from_map(self: State, task: Task) -> None:
+        """A task removed through ``tasks`` itself (``del state.tasks[uuid]``)."""
+        with self._mutex:
+            self._leave_time(task)
+
     def _forget(self: State, task: Task) -> None:
         uuid = task.uuid
         dict.pop(self.tasks, uuid, None)
+        self._leave_time(task)
         if self._dirty is not None:
             self._dirty.add(uuid)
         if task.name is not None:
