@@ -376,7 +376,13 @@ def test_bounds_hold_for_every_index():
     assert len(s.tasks_by_type) <= 100
     assert len(s._tasks_to_resolve) <= 100
     assert len(s._order) <= 2 * 100 + 64 + 1 and len(s._ready) <= 2 * 100 + 64 + 1
-    assert sum(len(v) for v in s.tasks_by_worker._ids.values()) <= 100
+    # stale entries (tasks gone or moved) are dropped as a key's list outgrows its tasks
+    for index, key_of in ((s.tasks_by_worker, lambda t: t.worker and t.worker.hostname),
+                          (s.tasks_by_type, lambda t: t.name)):
+        assert sum(len(v) for v in index._ids.values()) <= 2 * 100 + 2 * len(index)
+        assert {k: index[k] for k in index} == {
+            key: {t for t in s.tasks.values() if key_of(t) == key}
+            for key in {key_of(t) for t in s.tasks.values()}}
 
 
 # -- subclassing (Celery's extension point, used by Flower) ---------------------------------
@@ -605,3 +611,31 @@ def test_evicted_tasks_held_by_stale_entries_stay_a_small_share():
     assert len(s.tasks) == bound
     # one entry per task in each time order: only evictions make entries stale
     assert most <= bound + bound // 4 + 64 + 1
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_task_indexes_match_a_scan_of_the_tasks(data):
+    """Tasks renamed, moved between workers and evicted at random: ``tasks_by_type`` and
+    ``tasks_by_worker`` (which leave stale entries behind and drop them later) always
+    give what a scan of the tasks gives."""
+    s = State(max_tasks_in_memory=data.draw(st.integers(2, 10)))
+    subjects = ["sent", "received", "started", "succeeded", "failed"]
+    for clock in range(data.draw(st.integers(1, 80))):
+        subject = data.draw(st.sampled_from(subjects))
+        fields = {"name": data.draw(st.sampled_from(["a", "b", "c"]))} \
+            if subject in ("sent", "received") else {}
+        s.event({"type": f"task-{subject}", "uuid": f"t{data.draw(st.integers(0, 12))}",
+                 "hostname": data.draw(st.sampled_from(["w1", "w2", "w3"])),
+                 "clock": clock, "timestamp": 1.0, "local_received": 1.0, **fields})
+    tasks = list(s.tasks.values())
+    for index, key_of in ((s.tasks_by_type, lambda t: t.name),
+                          (s.tasks_by_worker, lambda t: t.worker and t.worker.hostname)):
+        expected = {}
+        for task in tasks:
+            if key_of(task) is not None:
+                expected.setdefault(key_of(task), set()).add(task)
+        assert {k: index[k] for k in index} == expected
+        assert sorted(index.keys()) == sorted(expected) and len(index) == len(expected)
+        assert {k: index.ids(k) for k in index} == \
+            {k: {t.uuid for t in v} for k, v in expected.items()}

@@ -102,8 +102,8 @@ class State(Reducer):
         self._newest = Timeline(self.tasks, "last_key")
         self._oldest = Timeline(self.tasks, "first_key")
         self.tasks.on_remove = self._removed_from_map
-        self.tasks_by_type = TaskIndex(self.tasks, self._sorted_tasks)
-        self.tasks_by_worker = TaskIndex(self.tasks, self._sorted_tasks)
+        self.tasks_by_type = TaskIndex(self.tasks, self._sorted_tasks, _name_of)
+        self.tasks_by_worker = TaskIndex(self.tasks, self._sorted_tasks, _hostname_of)
         #: Children seen before their parent: parent uuid -> child uuids (bounded
         #: by ``max_tasks_in_memory`` parents, oldest forgotten first).
         self._tasks_to_resolve: OrderedDict[str, set[str]] = OrderedDict()
@@ -347,3 +347,10 @@ class State(Reducer):
 
 _last_key = attrgetter("last_key")
 _first_key = attrgetter("first_key")
+_name_of = attrgetter("name")
+
+
+def _hostname_of(task: Task) -> str | None:
+    """The key of ``tasks_by_worker``."""
+    worker = task.worker
+    return None if worker is None else worker.hostname
