@@ -18,8 +18,9 @@ Why this shape:
   key is another object (an identity test, no comparison).  A task that
   leaves the State gets copies of its keys (:meth:`Timeline.forget`), so
   its entries are skipped the same way.  When stale entries outnumber
-  live ones, one pass drops them, so the list holds at most about twice
-  as many entries as there are tasks, and ingest stays amortised O(1).
+  half the live ones, one pass drops them, so the list holds at most
+  about 1.5 times as many entries as there are tasks (``STALE_SHARE``),
+  and ingest stays amortised O(1).
 * The task beside each key makes a read one identity test per entry: no
   lookup of the id in the task map, whose hash table is spread over all
   of memory, and no read of the key tuple.  Over 100k tasks
@@ -45,13 +46,17 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Iterable
 from itertools import compress
-from operator import attrgetter, itemgetter
+from operator import attrgetter, is_, itemgetter
 from typing import Any
 
 __all__ = ["Timeline"]
 
-#: Stale entries tolerated beyond the live ones before a compaction (so a tiny
-#: State does not compact on every event).
+#: Entries kept, as a multiple of the tasks, before a compaction drops the stale
+#: ones: 1.5 against 2 cost 0.14 µs more compaction per event (0.21 µs of about
+#: 7 µs per event, 100k tasks) for 46 fewer bytes of stale keys per task.
+STALE_SHARE = 1.5
+#: Stale entries tolerated beyond that (so a tiny State does not compact on
+#: every event).
 STALE_EXTRA = 64
 #: Forgotten tasks that stale entries may keep alive, as a fraction of the
 #: tasks in the State (plus ``STALE_EXTRA``), before a compaction frees them.
@@ -73,8 +78,8 @@ class Timeline:
         self._tasks = tasks
         self._attr = attr
         self._key_of = attrgetter(attr)
-        #: Sort keys, ascending; at most about 2 * len(tasks) + STALE_EXTRA of
-        #: them (see :meth:`add`).
+        #: Sort keys, ascending; at most STALE_SHARE * len(tasks) + STALE_EXTRA
+        #: of them (see :meth:`add`).
         self._entries: list[tuple] = []
         #: The task each entry of ``_entries`` was filed for, at the same index.
         self._owners: list[Any] = []
@@ -94,7 +99,7 @@ class Timeline:
             at = bisect_right(entries, key)
             entries.insert(at, key)
             self._owners.insert(at, task)
-        if len(entries) > 2 * len(self._tasks) + STALE_EXTRA:
+        if len(entries) > len(self._tasks) * STALE_SHARE + STALE_EXTRA:
             self.compact()
 
     def forget(self, task: Any) -> None:
@@ -114,8 +119,7 @@ class Timeline:
 
     def compact(self) -> None:
         """Drop the entries that are no task's current key."""
-        key_of = self._key_of
-        live = [key_of(task) is key for key, task in zip(self._entries, self._owners)]
+        live = list(map(is_, map(self._key_of, self._owners), self._entries))
         self._entries = list(compress(self._entries, live))
         self._owners = list(compress(self._owners, live))
         self._forgotten = 0
