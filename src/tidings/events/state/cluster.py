@@ -223,7 +223,9 @@ class State(Reducer):
             return changed
 
     def itertasks(self, limit: int | None = None) -> Iterator[tuple[str, Task]]:
-        return islice(self.tasks.items(), 0, limit)
+        # the first ``limit`` pairs, copied in one C call (atomic under the GIL: safe
+        # while another thread feeds), and no more of them
+        return iter(list(islice(dict.items(self.tasks), limit)))
 
     def tasks_by_time(self, limit: int | None = None, reverse: bool = True
                       ) -> Iterator[tuple[str, Task]]:
@@ -341,7 +343,7 @@ class State(Reducer):
             self.event_callback, self.workers, self.tasks, None,
             self.max_workers_in_memory, self.max_tasks_in_memory,
             self.on_node_join, self.on_node_leave,
-            self.tasks_by_type.as_dict(), self.tasks_by_worker.as_dict(),
+            None, None,  # the indexes are rebuilt from the tasks
         )
 
 

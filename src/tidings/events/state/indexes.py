@@ -209,4 +209,5 @@ class TaskIndex:
         return self._sort(self[key], limit, reverse)
 
     def as_dict(self) -> dict[str, list[str]]:
+        """Every key's task ids, sorted (costs a lookup per entry: not for hot paths)."""
         return {k: sorted(self.ids(k)) for k in list(self._counts)}
