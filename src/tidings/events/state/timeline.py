@@ -148,21 +148,24 @@ class Timeline:
         owners = self._owners
         n = len(entries)
         want = n if limit is None else limit
+        if want <= 0:
+            return []
         key_of = self._key_of
         chosen: list[tuple[str, Any]] = []
-        live: list[tuple] = []
-        walked = 0
-        for index in (range(n - 1, -1, -1) if reverse else range(n)):
-            if len(chosen) >= want:
-                break
-            key = entries[index]
-            task = owners[index]
-            walked += 1
+        stale = 0
+        pairs = (zip(reversed(entries), reversed(owners)) if reverse
+                 else zip(entries, owners))
+        for key, task in pairs:
             if key_of(task) is key:
                 chosen.append((task.uuid, task))
-                live.append(key)
-        if len(live) < walked:  # stale entries were passed: the walked end keeps the live
+                if len(chosen) >= want:
+                    break
+            else:
+                stale += 1
+        if stale:  # the walked end keeps its live entries (each is its task's key)
+            walked = len(chosen) + stale
             kept = [task for _, task in chosen]
+            live = list(map(key_of, kept))
             if reverse:
                 live.reverse()
                 kept.reverse()
