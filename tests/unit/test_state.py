@@ -639,3 +639,34 @@ def test_task_indexes_match_a_scan_of_the_tasks(data):
         assert sorted(index.keys()) == sorted(expected) and len(index) == len(expected)
         assert {k: index.ids(k) for k in index} == \
             {k: {t.uuid for t in v} for k, v in expected.items()}
+
+
+def test_fields_of_rare_states_read_copy_and_pickle_like_the_others():
+    """Fields only rejected, revoked and retried tasks have are not slots: a task
+    that gets one keeps it like any field (reads, as_dict, copy, pickle), and a
+    task that never does reads Celery's default."""
+    import pickle
+
+    from tidings.events.state.task import RARE_FIELDS, Task
+
+    assert {"revoked", "terminated", "signum", "expired", "requeue", "rejected",
+            "retried"} == RARE_FIELDS
+    assert not RARE_FIELDS & set(Task.__slots__)
+    s = State()
+    s.event(ev("task-received", clock=1, uuid="a", name="n"))
+    s.event(ev("task-revoked", clock=2, uuid="a", terminated=True, signum=15,
+               expired=False))
+    s.event(ev("task-received", clock=3, uuid="b", name="n"))
+    s.event(ev("task-rejected", clock=4, uuid="b", requeue=False))
+    a, b = s.tasks["a"], s.tasks["b"]
+    assert (a.state, a.terminated, a.signum, a.expired) == ("REVOKED", True, 15, False)
+    assert a.revoked is not None and a.requeue is None and a.rejected is None
+    assert (b.state, b.requeue, b.revoked) == ("REJECTED", False, None)
+    assert b.rejected is not None
+    copy = s.copy_changes().tasks["a"]
+    loaded = pickle.loads(pickle.dumps(s))
+    for task in (copy, loaded.tasks["a"]):
+        assert (task.terminated, task.signum, task.revoked) == (True, 15, a.revoked)
+        assert task.as_dict() == a.as_dict()
+    assert loaded.tasks["b"].as_dict() == b.as_dict() and loaded.tasks["b"].requeue is False
+    assert a.as_dict()["revoked"] == a.revoked and b.as_dict()["revoked"] is None

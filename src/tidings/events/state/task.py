@@ -9,10 +9,12 @@ from typing import TYPE_CHECKING, Any
 from ...protocol import states
 from ...protocol.events import (
     EVENT_META_FIELDS,
+    EVENT_TYPES,
     RECEIVED_MERGE_FIELDS,
     TASK_DICT_FIELDS,
     TASK_EVENT_FIELDS,
     TASK_EVENT_TO_STATE,
+    TASK_EVENT_TYPES,
     TASK_INFO_FIELDS,
     TASK_TIME_FIELDS,
 )
@@ -38,6 +40,19 @@ TASK_DEFAULTS: dict[str, Any] = dict.fromkeys(
 TASK_DEFAULTS["state"] = states.PENDING
 TASK_DEFAULTS["clock"] = 0
 
+#: Fields of states most tasks never reach (rejected, revoked, retried): their
+#: time fields and the fields only their events carry.  They are not slots: a
+#: class attribute gives their default, and a task that gets one keeps it in
+#: its ``__dict__``.  Every other task saves a slot (8 bytes) for each.
+_RARE_SUBJECTS = ("rejected", "revoked", "retried")
+_COMMON_FIELDS = {f for t in TASK_EVENT_TYPES if EVENT_TYPES[t].subject not in _RARE_SUBJECTS
+                  for f in EVENT_TYPES[t].fields}
+RARE_FIELDS = frozenset(
+    (*_RARE_SUBJECTS, *(f for t in _RARE_SUBJECTS for f in EVENT_TYPES[f"task-{t}"].fields
+                        if f not in _COMMON_FIELDS)))
+#: The fields with a slot, in slot order.
+SLOT_FIELDS = tuple(f for f in TASK_DEFAULTS if f not in RARE_FIELDS)
+
 #: Slots that events never set.  ``first_key``/``last_key`` are the sort keys
 #: ``(clock, origin, timestamp, uuid)`` of the task's earliest and latest
 #: events: time order sorts on them (see :mod:`.timeline`).
@@ -62,8 +77,8 @@ def _slots_setter(names: tuple[str, ...]) -> Callable[[Any, tuple], None]:
 #: never need a Python ``__getattr__`` fallback and a task's fields come out
 #: in one C call (``_ALL_VALUES``): ``as_dict()``, pickles and copies cost a
 #: fraction of a per-field fallback.
-_set_fields = _slots_setter(tuple(TASK_DEFAULTS))
-_DEFAULT_VALUES = tuple(TASK_DEFAULTS.values())
+_set_fields = _slots_setter(SLOT_FIELDS)
+_DEFAULT_VALUES = tuple(TASK_DEFAULTS[f] for f in SLOT_FIELDS)
 
 
 class Task:
@@ -74,7 +89,7 @@ class Task:
     when the task is made: it costs no more memory than an unset slot.
     """
 
-    __slots__ = (*_INTERNAL, *TASK_DEFAULTS, "__dict__", "__weakref__")
+    __slots__ = (*_INTERNAL, *SLOT_FIELDS, "__dict__", "__weakref__")
 
     _fields = TASK_DICT_FIELDS
     _defaults = TASK_DEFAULTS
@@ -237,8 +252,10 @@ class Task:
 
 
 Task._keys = KeyPolicy(Task, Task._protected)
+for _name in sorted(RARE_FIELDS):
+    setattr(Task, _name, TASK_DEFAULTS[_name])
 
-_COPIED = ("uuid", "first_key", "last_key", *TASK_DEFAULTS)
+_COPIED = ("uuid", "first_key", "last_key", *SLOT_FIELDS)
 #: What ``as_dict()`` reads for each of its keys (``root`` is the root's id ...).
 _DICT_SOURCES = {"root": "root_id", "parent": "parent_id"}
 
@@ -265,8 +282,9 @@ def _dict_builder(fields: tuple[str, ...]) -> Callable[[Task], dict[str, Any]]:
 
 
 _as_dict = _dict_builder(TASK_DICT_FIELDS)
-#: Every field a pickle keeps, in this order (see ``Task.__reduce__``).
-_PICKLED = ("uuid", *TASK_DEFAULTS)
+#: Every slot a pickle keeps, in this order (see ``Task.__reduce__``; the rare
+#: fields a task has are in its ``__dict__``).
+_PICKLED = ("uuid", *SLOT_FIELDS)
 _ALL_VALUES = attrgetter(*_PICKLED)
 _set_pickled = _slots_setter(_PICKLED)
 
