@@ -32,8 +32,8 @@ _UNKNOWN_RANK = states.UNKNOWN_RANK
 _META = frozenset(EVENT_META_FIELDS)
 
 #: What an attribute reads as until an event sets it (Celery's defaults).
-#: Every field an event of the table carries has a slot, so the common
-#: fields take no per-task dict.
+#: Every field of the table's common events has a slot (``SLOT_FIELDS``),
+#: so those fields take no per-task dict.
 TASK_DEFAULTS: dict[str, Any] = dict.fromkeys(
     f for f in (*TASK_EVENT_FIELDS, *TASK_TIME_FIELDS, *EVENT_META_FIELDS,
                 "worker", "client", "state") if f != "uuid")
@@ -85,8 +85,10 @@ class Task:
     """A task as seen through its events.
 
     Fields not set by any event read as Celery's defaults (``None``;
-    ``state`` ``PENDING``; ``clock`` 0).  Each is a slot, set to its default
-    when the task is made: it costs no more memory than an unset slot.
+    ``state`` ``PENDING``; ``clock`` 0).  Each common field is a slot, set
+    to its default when the task is made: it costs no more memory than an
+    unset slot.  The fields of rare states (``RARE_FIELDS``) read as a
+    class attribute until set.
     """
 
     __slots__ = (*_INTERNAL, *SLOT_FIELDS, "__dict__", "__weakref__")
