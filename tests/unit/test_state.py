@@ -572,8 +572,8 @@ def test_reads_by_time_that_drop_what_they_pass_stay_exact(data):
 
 def test_tasks_removed_through_the_map_leave_time_order():
     """``del``/``pop``/``popitem``/``clear`` on ``State.tasks`` take the task out of
-    ``tasks_by_time`` too; a removed task keeps keys of the same value (a reader may
-    still be sorting it)."""
+    ``tasks_by_time`` and the indexes too; a removed task keeps keys of the same value
+    (a reader may still be sorting it)."""
     s = State()
     for i in range(6):
         s.event(ev("task-received", clock=i, uuid=f"t{i}", name="n"))
@@ -587,8 +587,11 @@ def test_tasks_removed_through_the_map_leave_time_order():
     assert held.last_key == key and held.last_key is not key
     uuid, _ = s.tasks.popitem()
     assert uuid not in [u for u, _ in s.tasks_by_time()]
+    assert {t.uuid for t in s.tasks_by_type["n"]} == set(s.tasks) and len(s.tasks) == 3
+    assert {t.uuid for t in s.tasks_by_worker["w1@h"]} == set(s.tasks)
     s.tasks.clear()
     assert list(s.tasks_by_time()) == [] and list(s.tasks_by_time(limit=2)) == []
+    assert "n" not in s.tasks_by_type and len(s.tasks_by_worker) == 0
 
 
 def test_evicted_tasks_held_by_stale_entries_stay_a_small_share():

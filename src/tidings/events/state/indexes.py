@@ -67,7 +67,8 @@ class TaskMap(_Snapshotting):
 
     A task removed through the map itself (``del``, ``pop``, ``popitem``,
     ``clear``) is passed to ``on_remove``, which the State sets, so that it
-    leaves time order too.  (The State's own removals do not come this way.)
+    leaves time order and the indexes too.  (The State's own removals do not
+    come this way.)
     """
 
     on_remove: Callable[[Any], None] | None = None

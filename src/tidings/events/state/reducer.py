@@ -325,24 +325,25 @@ class Reducer:
                                 if (t := dict.get(tasks, u)) is not None
                                 and t.state in READY_STATES)
 
-    def _leave_time(self: State, task: Task) -> None:
-        """``task`` is no longer in ``tasks``: ``tasks_by_time`` must not list it."""
+    def _unlink(self: State, task: Task) -> None:
+        """``task`` is no longer in ``tasks``: time order and the indexes must not list
+        it, and snapshot takers must learn it is gone."""
+        uuid = task.uuid
         self._newest.forget(task)
         self._oldest.forget(task)
-
-    def _removed_from_map(self: State, task: Task) -> None:
-        """A task removed through ``tasks`` itself (``del state.tasks[uuid]``)."""
-        with self._mutex:
-            self._leave_time(task)
-
-    def _forget(self: State, task: Task) -> None:
-        uuid = task.uuid
-        dict.pop(self.tasks, uuid, None)
-        self._leave_time(task)
         if self._dirty is not None:
             self._dirty.add(uuid)
         if task.name is not None:
             self.tasks_by_type.discard(task.name, uuid)
         if task.worker is not None:
             self.tasks_by_worker.discard(task.worker.hostname, uuid)
+
+    def _removed_from_map(self: State, task: Task) -> None:
+        """A task removed through ``tasks`` itself (``del state.tasks[uuid]``)."""
+        with self._mutex:
+            self._unlink(task)
+
+    def _forget(self: State, task: Task) -> None:
+        dict.pop(self.tasks, task.uuid, None)
+        self._unlink(task)
         self.on_task_evicted(task)
