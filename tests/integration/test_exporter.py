@@ -115,17 +115,7 @@ def test_exporter_counts_what_tidings_and_celery_workers_did(broker_url, tmp_pat
             client.control.revoke(theirs_later.id)
 
             def ours(metric: str, task: str, queue: str) -> float:
-                """The figure of ``task`` on our workers' host, under ``queue``.
-
-                A worker's event can reach the exporter before the client's
-                task-sent (they travel on different connections); until then
-                the task's queue is unknown and reads "celery", as in
-                celery-exporter.  Both label sets count.
-                """
-                samples = scrape.samples().get(metric, {})
-                return sum(samples.get(frozenset({"name": task, "hostname": "exp",
-                                                  "queue_name": label}.items()), 0.0)
-                           for label in {queue, "celery"})
+                return on_exp(scrape, metric, task, queue)
 
             q = c.queue
             assert wait_for(lambda: ours("celery_task_succeeded_total", "proj.add", q) == 3
@@ -208,6 +198,19 @@ def test_queue_length_on_redis_counts_priority_sub_queues(redis_url, tmp_path):
                 client.delete(key)
 
 
+def on_exp(scrape: Scraper, metric: str, task: str, queue: str) -> float:
+    """The figure of ``task`` on the test workers' host ("exp"), under ``queue``.
+
+    A worker's event can reach the exporter before the client's task-sent
+    (they travel on different connections); until then the task's queue is
+    unknown and reads "celery", as in celery-exporter.  Both label sets count.
+    """
+    samples = scrape.samples().get(metric, {})
+    return sum(samples.get(frozenset({"name": task, "hostname": "exp",
+                                      "queue_name": label}.items()), 0.0)
+               for label in {queue, "celery"})
+
+
 def test_metrics_keep_serving_while_the_broker_is_away(amqp_url, tmp_path):
     from tests.cli.proxy import Proxy
 
@@ -224,14 +227,13 @@ def test_metrics_keep_serving_while_the_broker_is_away(amqp_url, tmp_path):
             c.worker("-P", "solo", "-E", name="tid@exp")
             ok = c.proj.add.delay(1, 2)
             assert c.capture.wait("task-succeeded", ok.id)
-            assert wait_for(lambda: scrape.value("celery_task_succeeded_total", name="proj.add",
-                                                 hostname="exp", queue_name=c.queue) == 1, 20)
+            assert wait_for(lambda: on_exp(scrape, "celery_task_succeeded_total", "proj.add",
+                                           c.queue) == 1, 20)
             proxy.cut()
             assert wait_for(lambda: scrape.get("/health")[0] == 503, 30), exporter.stderr
             status, _ = scrape.get("/metrics")
             assert status == 200  # still serving what it knows
-            assert scrape.value("celery_task_succeeded_total", name="proj.add",
-                                hostname="exp", queue_name=c.queue) == 1
+            assert on_exp(scrape, "celery_task_succeeded_total", "proj.add", c.queue) == 1
             time.sleep(1)
             proxy.start()
             assert wait_for(lambda: scrape.get("/health")[0] == 200, 40), exporter.stderr
@@ -248,8 +250,8 @@ def test_metrics_keep_serving_while_the_broker_is_away(amqp_url, tmp_path):
                                  routing_key="task.started", serializer="json")
             ok2 = c.proj.add.delay(2, 3)
             assert c.capture.wait("task-succeeded", ok2.id)
-            assert wait_for(lambda: scrape.value("celery_task_succeeded_total", name="proj.add",
-                                                 hostname="exp", queue_name=c.queue) == 2, 20)
+            assert wait_for(lambda: on_exp(scrape, "celery_task_succeeded_total", "proj.add",
+                                           c.queue) == 2, 20)
             assert "lost" in exporter.stderr
             assert scrape.value("tidings_events_skipped_total", cause="not-json") == 1
             assert scrape.value("tidings_events_skipped_total", cause="null-clock") == 1
