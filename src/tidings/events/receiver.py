@@ -258,12 +258,16 @@ class EventReceiver(ConsumerMixin):
     # -- messages ------------------------------------------------------------------------
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:
-        cause = "content-disallowed" if isinstance(exc, ContentDisallowed) else "not-json"
-        self.pipeline.skip(cause, f"cannot decode message ({message.content_type}): {exc}")
+        self._skip_undecodable(message.content_type, exc)
         try:
             message.ack()
         except Exception:
             pass
+
+    def _skip_undecodable(self, content_type: Any, exc: Exception) -> None:
+        """Count a message whose body could not be decoded (kombu's or an envelope)."""
+        cause = "content-disallowed" if isinstance(exc, ContentDisallowed) else "not-json"
+        self.pipeline.skip(cause, f"cannot decode message ({content_type}): {exc}")
 
     def _json_text(self, content_type: Any, content_encoding: Any) -> bool:
         """Whether a body of this type and encoding is JSON text this receiver accepts
@@ -303,8 +307,7 @@ class EventReceiver(ConsumerMixin):
         try:
             decoded = json_loads(a2b_base64(body))
         except (binascii.Error, *DECODE_ERRORS) as exc:  # counted, never raised
-            self.pipeline.skip("not-json", f"cannot decode message ({JSON_CONTENT_TYPE}): "
-                                           f"{exc}")
+            self._skip_undecodable(JSON_CONTENT_TYPE, exc)
             return True
         headers = envelope.get("headers")
         self._receive(decoded, headers if headers.__class__ is dict else None)
