@@ -98,10 +98,11 @@ def connection_for(
             transport_options=options,
             connect_timeout=connect_timeout,
         )
-    if buffered_reads and url.split("://", 1)[0] in AMQP_SCHEMES:
+    scheme = url.split("://", 1)[0]
+    if buffered_reads and scheme in AMQP_SCHEMES:
         return Connection(url, transport=BufferedAMQPTransport, transport_options=options,
                           connect_timeout=connect_timeout)
-    if buffered_reads and url.split("://", 1)[0] in REDIS_READ_SCHEMES:
+    if buffered_reads and scheme in REDIS_READ_SCHEMES:
         from .redis_read import RedisReadTransport  # kombu's Redis transport: on demand
 
         return Connection(url, transport=RedisReadTransport, transport_options=options,
