@@ -150,8 +150,9 @@ class TaskIndex:
             ids.append(uuid)
             self._counts[key] += 1
 
-    def discard(self, key: str | None, uuid: str) -> None:
-        """A task (``uuid``) filed under ``key`` left it."""
+    def discard(self, key: str | None) -> None:
+        """A task filed under ``key`` left it (its entry goes stale: it is not searched
+        for)."""
         count = self._counts.get(key)  # type: ignore[arg-type]
         if count is None:
             return
@@ -166,7 +167,7 @@ class TaskIndex:
     def move(self, old: str | None, new: str | None, uuid: str) -> None:
         """Re-file ``uuid`` from ``old`` to ``new`` (either may be None)."""
         if old is not None:
-            self.discard(old, uuid)
+            self.discard(old)
         if new is not None:
             self.add(new, uuid)
 

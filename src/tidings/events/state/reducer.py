@@ -328,15 +328,14 @@ class Reducer:
     def _unlink(self: State, task: Task) -> None:
         """``task`` is no longer in ``tasks``: time order and the indexes must not list
         it, and snapshot takers must learn it is gone."""
-        uuid = task.uuid
         self._newest.forget(task)
         self._oldest.forget(task)
         if self._dirty is not None:
-            self._dirty.add(uuid)
+            self._dirty.add(task.uuid)
         if task.name is not None:
-            self.tasks_by_type.discard(task.name, uuid)
+            self.tasks_by_type.discard(task.name)
         if task.worker is not None:
-            self.tasks_by_worker.discard(task.worker.hostname, uuid)
+            self.tasks_by_worker.discard(task.worker.hostname)
 
     def _removed_from_map(self: State, task: Task) -> None:
         """A task removed through ``tasks`` itself (``del state.tasks[uuid]``)."""
