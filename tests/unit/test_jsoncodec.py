@@ -83,3 +83,17 @@ def test_without_orjson_the_standard_library_decodes(tmp_path):
 def test_the_speedups_extra_is_in_use_here():
     # the test environment installs it, so the orjson path is the one tested above
     assert jsoncodec.FAST
+
+
+@given(_VALUES)
+def test_dumps_writes_the_standard_librarys_text(value):
+    assert jsoncodec.dumps(value) == json.dumps(value)
+
+
+def test_dumps_refuses_what_json_cannot_hold():
+    with pytest.raises(TypeError):
+        jsoncodec.dumps({"a": object()})
+    cycle: list = []
+    cycle.append(cycle)
+    with pytest.raises(jsoncodec.ENCODE_ERRORS):
+        jsoncodec.dumps({"a": cycle})

@@ -1,4 +1,5 @@
-"""Decoding JSON event bodies: ``orjson`` when it is installed, the standard library else.
+"""JSON event bodies: decoded by ``orjson`` when it is installed, the standard library
+else; encoded by the standard library's C encoder, called directly.
 
 ``pip install 'tidings[speedups]'`` brings ``orjson``, which decodes an
 event body in about a third of the standard library's time.  The result is
@@ -14,6 +15,15 @@ Differences from kombu's decoder (which Celery's receiver uses): no object
 hook, so a ``{"__type__": ...}`` object in an event stays the dict it is
 instead of becoming a ``datetime`` or a ``Decimal`` (no Celery event sends
 one; an event that did would be attacker-chosen typing).
+
+:func:`dumps` gives ``json.dumps``'s text, byte for byte (so Celery's:
+``", "`` and ``": "`` separators, ASCII escapes), at about half its cost on
+an event batch: the standard library builds a new C encoder for every call
+and has it record each dict and list it enters, to report a cycle.  Ours is
+built once and keeps no such record: an event is a tree of decoded values,
+and a cycle, if one came, raises ``RecursionError`` instead of ``ValueError``.
+``orjson`` encodes faster still, but not the same text (compact separators,
+raw UTF-8, ``NaN`` written as ``null``).
 """
 
 from __future__ import annotations
@@ -21,11 +31,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["DECODE_ERRORS", "FAST", "loads"]
+__all__ = ["DECODE_ERRORS", "ENCODE_ERRORS", "FAST", "dumps", "loads"]
 
 #: What :func:`loads` raises for input that is not JSON (``UnicodeDecodeError``
 #: is a ``ValueError``; ``RecursionError``: nested too deep for ``json``).
 DECODE_ERRORS = (ValueError, RecursionError)
+
+#: What :func:`dumps` raises for a value JSON cannot hold (``RecursionError``:
+#: nested too deep, or a cycle).
+ENCODE_ERRORS = (TypeError, ValueError, RecursionError)
 
 _stdlib_loads = json.loads
 
@@ -65,3 +79,20 @@ else:
 
 #: Whether the C decoder (orjson) is in use.
 FAST = orjson is not None
+
+
+def _make_dumps() -> Any:
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # no C accelerator (another Python): the standard function
+        return json.dumps
+    encode = make(None, json.JSONEncoder().default, json.encoder.encode_basestring_ascii,
+                  None, ": ", ", ", False, False, True)
+
+    def dumps(value: Any, _join: Any = "".join) -> str:
+        """``json.dumps(value)``, without its per-call set-up and cycle check."""
+        return _join(encode(value, 0))
+
+    return dumps
+
+
+dumps = _make_dumps()
