@@ -333,6 +333,40 @@ def test_closing_an_adaptive_dispatcher_ends_its_timer(app, conn):
     assert not timer.is_alive()
 
 
+def test_the_timer_of_a_busy_sender_wakes_up_rarely_and_still_sends_its_last_batch(
+        app, conn):
+    import time
+
+    from tidings.events.dispatcher import TIMER_PATIENCE_MAX
+
+    read = drain(conn, app)
+    d = EventDispatcher(conn, app=app, buffer_group=["task"], buffer_limit=1000,
+                        max_delay=0.005)
+    turns = []
+    timer_turn = d.timer_turn
+    d.timer_turn = lambda: turns.append(time.monotonic()) or timer_turn()
+    sent, deadline = 0, time.monotonic() + 0.6
+    while time.monotonic() < deadline:  # a steady sender: it publishes its own batches
+        d.send("task-started", uuid=str(sent))
+        sent += 1
+        time.sleep(0.001)
+    last_sent = time.monotonic()
+    turns_while_sending = len(turns)
+    # the sender stopped: its last batch goes by the timer, within its patience
+    while d.buffered and time.monotonic() < last_sent + 3:
+        time.sleep(0.001)
+    assert d.buffered == 0
+    assert time.monotonic() - last_sent < TIMER_PATIENCE_MAX + 0.005 + 0.5
+    batches = [len(m.payload) for m in read()]
+    assert sum(batches) == sent
+    # once per batch would be one wake-up every 5 ms; coming back later each time,
+    # the timer looked at most every TIMER_PATIENCE_MAX (plus its first doublings)
+    assert len(batches) > 40
+    assert turns_while_sending <= 0.6 / TIMER_PATIENCE_MAX + 8, (turns_while_sending,
+                                                                  len(batches))
+    d.close()
+
+
 def test_events_carried_to_an_adaptive_dispatcher_are_sent_by_its_timer(app, conn):
     read = drain(conn, app)
     old = EventDispatcher(conn, app=app, buffer_group=["task"])  # Celery's batching

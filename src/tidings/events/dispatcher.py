@@ -23,7 +23,10 @@ Differences from Celery, each a fix of a way Celery loses or corrupts events:
   seconds old, by a timer of the dispatcher's own if no later send does it
   (or, with ``batch_timer=False``, by its owner calling :meth:`flush_due`),
   and an event that finds the group idle (nothing published for
-  ``max_delay``) goes at once, as a batch of one.  Celery's batches wait
+  ``max_delay``) goes at once, as a batch of one.  The timer of a sender
+  that keeps sending, and so publishes its batches itself, comes back less
+  and less often (up to :data:`TIMER_PATIENCE_MAX`), since a thread waking
+  up costs such a sender more than a batch does.  Celery's batches wait
   for ``buffer_limit`` events or for their owner to flush, so at a
   moderate rate each event waits about ``buffer_limit`` events' time;
 * with ``max_window`` as well, the delay follows the sender's load: each
@@ -38,7 +41,6 @@ Differences from Celery, each a fix of a way Celery loses or corrupts events:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -70,6 +72,7 @@ from ..transport import (
     get_exchange,
     publish_prepared,
 )
+from ..utils.jsoncodec import ENCODE_ERRORS, dumps
 from ..utils.nodenames import anon_nodename
 
 if TYPE_CHECKING:
@@ -81,6 +84,9 @@ logger = logging.getLogger("tidings.events.dispatcher")
 
 #: Transports on which events cannot be sent (Celery disables them on SQL).
 DISABLED_TRANSPORTS = frozenset({"sql"})
+#: Seconds the batch timer of a sender that keeps sending waits between two
+#: looks, at most: the longest the last batch of a burst can wait.
+TIMER_PATIENCE_MAX = 0.05
 #: What a JSON event is published as (kombu's options; the body is already encoded).
 _JSON = {"content_type": "application/json", "content_encoding": "utf-8"}
 
@@ -139,8 +145,10 @@ class _BatchTimer(threading.Thread):
         self._stopped = False
 
     def schedule(self, due: float) -> None:
+        """Come back at ``due``, unless already asked to come back: when, the
+        dispatcher's :meth:`~EventDispatcher.timer_turn` decides."""
         with self._cond:
-            if self._due is None or due < self._due:
+            if self._due is None:
                 self._due = due
                 self._cond.notify()
 
@@ -163,10 +171,14 @@ class _BatchTimer(threading.Thread):
             if dispatcher is None:
                 return
             try:
-                dispatcher.flush_due()
+                due = dispatcher.timer_turn()
             except Exception:  # a failed publish is buffered by the dispatcher; go on
                 logger.exception("Publishing a due batch of events failed")
+                due = None
             del dispatcher
+            if due is not None:
+                with self._cond:
+                    self._due = due
 
 
 def Event(type: str, _fields: dict | None = None, __dict__: type = dict,
@@ -246,6 +258,8 @@ class EventDispatcher:
         self._last_batch = float("-inf")  # monotonic time a batch was last published
         self._declarations = Declarations()  # the exchange bound to each channel once
         self._timer: _BatchTimer | None = None
+        self._patience = max_delay or 0.0  # how long the timer waits beyond a batch's due time
+        self._last_send = float("-inf")  # monotonic time an event was last buffered
         self.outbound_limit = outbound_limit or conf.event_outbound_buffer_limit
         self._outbound_buffer: deque[tuple[Any, str]] = deque()
         self.on_enabled: set[Callable[[], Any]] = set()
@@ -368,7 +382,7 @@ class EventDispatcher:
         Now if the group was idle, or the oldest buffered event has waited
         the delay (``window``); otherwise the timer is asked to come back then.
         """
-        now = time.monotonic()
+        now = self._last_send = time.monotonic()
         delay = self.window
         oldest = self._oldest_buffered
         if oldest is not None:
@@ -404,24 +418,49 @@ class EventDispatcher:
     def flush_due(self, idle: bool = False) -> None:
         """Publish the batches whose oldest event has waited the delay.
 
-        The timer's call; an owner that runs a loop of its own (the worker)
-        calls it on every turn instead, with ``batch_timer=False``, and says
-        whether it is ``idle`` (no work waiting): the delay then goes back to
+        For an owner that runs a loop of its own (the worker), with
+        ``batch_timer=False``: it calls this on every turn, and says whether
+        it is ``idle`` (no work waiting): the delay then goes back to
         ``max_delay`` first.
         """
         with self.mutex:
             if idle:
                 self._relax()
             oldest = self._oldest_buffered
-            if oldest is None:
+            if oldest is None or oldest + self.window > time.monotonic():
                 return
-            remaining = oldest + self.window - time.monotonic()
-            if remaining <= 0:
-                if not idle:
-                    self._widen()
+            if not idle:
+                self._widen()
+            self.flush(errors=False)
+
+    def timer_turn(self) -> float | None:
+        """The batch timer's visit: publish the batches if due, and say when to come
+        back (a monotonic time; ``None``: when the next batch starts).
+
+        If nothing is due (the sender published the batch the timer came
+        for), or an event came within the delay, the sender is busy: it
+        publishes its next batches itself, on its next sends.  The timer then
+        comes back later each time (up to :data:`TIMER_PATIENCE_MAX`), so that
+        it does not wake up once per batch: a thread waking up costs a busy
+        sender more than the batch does.  So the last batch of a burst waits
+        up to that long; a sender that sends now and then has each batch
+        published on time.
+        """
+        with self.mutex:
+            now = time.monotonic()
+            oldest = self._oldest_buffered
+            if oldest is not None and oldest + self.window <= now:
                 self.flush(errors=False)
-            elif self._timer is not None:
-                self._timer.schedule(oldest + self.window)
+                if now - self._last_send >= self.window:  # the sender has stopped
+                    self._patience = self.max_delay or 0.0
+                    return None
+            elif oldest is None and self._patience >= TIMER_PATIENCE_MAX:
+                return None  # quiet for a while: sleep until a batch starts
+            self._patience = min(self._patience * 2, TIMER_PATIENCE_MAX)
+            oldest = self._oldest_buffered
+            if oldest is None:
+                return now + self._patience
+            return max(oldest + self.window, now + self._patience)
 
     def flush_idle(self) -> None:
         """The owner is about to wait for work: publish everything, and bring the
@@ -441,8 +480,8 @@ class EventDispatcher:
             # The C encoder directly: same bytes as Celery's (", " and ": "
             # separators, ASCII escapes), a fraction of kombu's cost.
             try:
-                body = json.dumps(event)
-            except (TypeError, ValueError) as exc:
+                body = dumps(event)
+            except ENCODE_ERRORS as exc:
                 self._drop_poison(event, routing_key, exc)
                 return None
             options = _JSON
