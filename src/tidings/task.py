@@ -2,8 +2,9 @@
 
 Messages are Celery protocol v2 (see :mod:`tidings.protocol.tasks`), published
 to the default exchange with the queue name as routing key, as Celery does.
-With ``task_send_sent_event`` on, a ``task-sent`` event follows each message
-on the same channel.
+With ``task_send_sent_event`` on, a ``task-sent`` event follows each message:
+batched, on a connection of its own (see :mod:`tidings.events.sent`; Celery
+publishes it on the task's channel, at once).
 """
 
 from __future__ import annotations
@@ -16,11 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from kombu import Producer
 
-from .events.dispatcher import EventDispatcher
+from .events.sent import SentEvents
 from .protocol.control import parse_rate
 from .protocol.tasks import DEFAULT_QUEUE, TASK_DELIVERY_MODE, TaskMessage, build_message
 from .transport import Declarations, task_queue
-from .utils.nodenames import anon_nodename
 
 if TYPE_CHECKING:
     from .app import App
@@ -181,6 +181,8 @@ class Publisher:
     def __init__(self, app: App) -> None:
         self.app = app
         self._local = threading.local()
+        #: The ``task-sent`` events of every thread: batched, on a connection of their own.
+        self.sent_events = SentEvents(app)
 
     def _producer(self) -> Producer:
         producer = getattr(self._local, "producer", None)
@@ -193,10 +195,12 @@ class Publisher:
         return producer
 
     def close(self) -> None:
+        """Release this thread's connection, and publish the ``task-sent`` events waiting."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.release()
         self._local.__dict__.clear()
+        self.sent_events.close()
 
     def publish(self, message: TaskMessage, sent_event: bool | None = None) -> None:
         app = self.app
@@ -220,17 +224,7 @@ class Publisher:
                 "expires": headers["expires"], "queue": message.queue, "exchange": "",
                 "routing_key": message.queue,
             }
-            self._sent_dispatcher(producer).publish(
-                "task-sent", fields, producer, retry=True, retry_policy=PUBLISH_RETRY_POLICY)
-
-    def _sent_dispatcher(self, producer: Producer) -> EventDispatcher:
-        dispatcher = getattr(self._local, "dispatcher", None)
-        hostname = anon_nodename()  # per call: a forked child reports its own pid
-        if dispatcher is None or dispatcher.hostname != hostname:
-            dispatcher = EventDispatcher(producer.connection, hostname=hostname, app=self.app,
-                                         enabled=False)
-            self._local.dispatcher = dispatcher
-        return dispatcher
+            self.sent_events.send(fields)
 
 
 def send_task(app: App, name: str, args: tuple | list | None = None,

@@ -46,6 +46,8 @@ PERSISTENT = 2
 #: switched by ``enable_events``/``disable_events``; worker events are not.
 TASK_GROUP = "task"
 WORKER_GROUP = "worker"
+#: The event a client publishes for each task message (``task_send_sent_event``).
+TASK_SENT = "task-sent"
 
 #: Repr truncation limit for args/kwargs/result strings.
 REPR_MAXLEN = 1024

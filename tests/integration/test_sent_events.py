@@ -1,0 +1,190 @@
+"""A client's ``task-sent`` events on real brokers: batched under load, none left behind."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+from kombu import Connection, Consumer, Queue
+
+from tests.cli.proxy import Proxy
+from tests.conftest import cleanup_broker, delete_queue, make_app
+from tidings import App
+from tidings.events.sent import SENT_EVENT_BATCH
+from tidings.transport import get_exchange
+
+pytestmark = pytest.mark.broker
+
+
+class Raw:
+    """The event exchange's messages as they were published: routing key and body.
+
+    A consumer (Redis delivers fanout messages to subscribers only), subscribed
+    before anything is published.
+    """
+
+    def __init__(self, url: str, exchange: str) -> None:
+        self.conn = Connection(url)
+        queue = Queue(f"sent-{uuid.uuid4().hex[:8]}", get_exchange(self.conn, exchange),
+                      routing_key="#", auto_delete=True)
+        self.messages: list[tuple[str, object]] = []
+        self.consumer = Consumer(self.conn, [queue], callbacks=[self._on_message],
+                                 accept=["json"], no_ack=True)
+        self.consumer.consume()
+        self._drain(0.2)  # subscribed (Redis subscribes on its first poll)
+
+    def _on_message(self, body: object, message: object) -> None:
+        self.messages.append((message.delivery_info["routing_key"], body))
+
+    def _drain(self, timeout: float) -> None:
+        try:
+            while True:
+                self.conn.drain_events(timeout=timeout)
+        except TimeoutError:
+            pass
+
+    def events(self) -> list[dict]:
+        self._drain(0.05)
+        out = []
+        for _, body in self.messages:
+            out.extend(body if isinstance(body, list) else [body])
+        return out
+
+    def wait_for(self, count: int, timeout: float = 15.0) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while len(events := self.events()) < count and time.monotonic() < deadline:
+            pass
+        return events
+
+    def close(self) -> None:
+        try:
+            self.consumer.cancel()
+        finally:
+            self.conn.release()
+
+
+@pytest.fixture
+def client(broker_url):
+    queue = f"sent-q-{uuid.uuid4().hex[:8]}"
+    app, declared = make_app(broker_url, task_send_sent_event=True, task_default_queue=queue)
+    raw = Raw(broker_url, app.conf.event_exchange)
+    yield app, raw
+    app.publisher.close()
+    raw.close()
+    delete_queue(broker_url, queue)
+    cleanup_broker(broker_url, declared)
+
+
+def test_a_busy_clients_events_go_in_batches_and_all_arrive_without_a_close(client):
+    app, raw = client
+    ids = [app.send_task("proj.add", (n, n)).id for n in range(3 * SENT_EVENT_BATCH)]
+    # no close: the last batch goes by the dispatcher's timer
+    events = raw.wait_for(len(ids))
+    assert [e["uuid"] for e in events] == ids
+    assert {e["type"] for e in events} == {"task-sent"}
+    clocks = [e["clock"] for e in events]
+    assert clocks == sorted(clocks) and len(set(clocks)) == len(clocks)
+    keys = [key for key, _ in raw.messages]
+    assert keys[0] == "task.multi" and len(raw.messages[0][1]) == 1  # idle: at once
+    assert len(keys) < len(ids) / 2  # under load: a few batches, not one message each
+    assert all(len(body) <= SENT_EVENT_BATCH for _, body in raw.messages)
+    assert app.publisher.sent_events.dispatcher.stats["sent"] == len(ids)
+
+
+def test_an_idle_clients_event_goes_at_once(client):
+    app, raw = client
+    for n in range(3):
+        task_id = app.send_task("proj.add", (n, n)).id
+        events = raw.wait_for(n + 1, timeout=2.0)
+        assert events[-1]["uuid"] == task_id
+        time.sleep(0.02)  # idle longer than the batch delay
+
+
+_EXITING_CLIENT = """
+import sys
+from tidings import App
+app = App("exit", broker=sys.argv[1], event_exchange=sys.argv[2],
+          task_default_queue=sys.argv[3], task_send_sent_event=True)
+for n in range(int(sys.argv[4])):
+    app.send_task("proj.add", (n, n))
+print(app.publisher.sent_events.dispatcher.buffered)
+"""
+
+
+def test_events_waiting_when_the_process_exits_are_published(client, broker_url):
+    app, raw = client
+    count = 2 * SENT_EVENT_BATCH - 1
+    out = subprocess.run(
+        [sys.executable, "-c", _EXITING_CLIENT, broker_url, app.conf.event_exchange,
+         app.conf.task_default_queue, str(count)],
+        check=True, capture_output=True, text=True, timeout=60)
+    assert int(out.stdout.strip()) > 0  # some were still waiting when it ended
+    events = raw.wait_for(count)
+    assert len(events) == count
+    assert len({e["uuid"] for e in events}) == count
+
+
+def test_a_cut_connection_is_replaced_and_events_flow_again(amqp_url):
+    proxy = Proxy(5672)
+    proxy.start()
+    queue = f"sent-q-{uuid.uuid4().hex[:8]}"
+    app, declared = make_app(f"amqp://guest:guest@127.0.0.1:{proxy.port}//",
+                             task_send_sent_event=True, task_default_queue=queue)
+    raw = Raw(amqp_url, app.conf.event_exchange)  # the witness reaches the broker directly
+    try:
+        first = app.send_task("proj.add", (1, 1)).id
+        assert [e["uuid"] for e in raw.wait_for(1)] == [first]
+        before = app.publisher.sent_events.dispatcher
+        proxy.cut()
+        proxy.start()
+        # The task's own publish reconnects (kombu's retries); the event's connection
+        # was cut under it: its first writes fail, or vanish as writes into a closed
+        # socket do, and from then on a new connection carries the events.
+        later = [app.send_task("proj.add", (n, n)).id for n in range(20)
+                 if time.sleep(0.05) is None]
+        time.sleep(0.2)
+        last = app.send_task("proj.add", (0, 0)).id
+        received = {e["uuid"] for e in raw.wait_for(22, timeout=5.0)}
+        assert app.publisher.sent_events.dispatcher is not before
+        assert last in received
+        assert later[-1] in received
+    finally:
+        app.publisher.close()
+        proxy.cut()
+        raw.close()
+        delete_queue(amqp_url, queue)
+        cleanup_broker(amqp_url, declared)
+
+
+def test_close_publishes_what_waits_and_a_later_send_opens_again(client):
+    app, raw = client
+    ids = [app.send_task("proj.add", (n, n)).id for n in range(50)]
+    app.publisher.close()
+    assert app.publisher.sent_events.dispatcher is None
+    assert [e["uuid"] for e in raw.wait_for(50, timeout=2.0)] == ids
+    again = app.send_task("proj.add", (0, 0)).id
+    assert raw.wait_for(51)[-1]["uuid"] == again
+
+
+def test_an_app_without_the_setting_sends_no_event(broker_url):
+    queue = f"sent-q-{uuid.uuid4().hex[:8]}"
+    app, declared = make_app(broker_url, task_default_queue=queue)
+    raw = Raw(broker_url, app.conf.event_exchange)
+    try:
+        app.send_task("proj.add", (1, 1))
+        time.sleep(0.3)
+        assert raw.events() == []
+        assert app.publisher.sent_events.dispatcher is None
+    finally:
+        app.publisher.close()
+        raw.close()
+        delete_queue(broker_url, queue)
+        cleanup_broker(broker_url, declared)
+
+
+def test_apps_are_independent(broker_url):
+    a = App("a", broker=broker_url)
+    assert a.publisher.sent_events is not App("b", broker=broker_url).publisher.sent_events
