@@ -80,6 +80,7 @@ def receiver(impl: str, broker: str, exchange: str) -> None:
     """Count events; print progress lines, then ``{"events", "cpu"}`` as JSON at the end."""
     count = 0
     first_cpu = 0.0
+    first_times = [0.0, 0.0]
     next_check = [0.0]
     out = sys.stdout
 
@@ -88,6 +89,7 @@ def receiver(impl: str, broker: str, exchange: str) -> None:
         count += 1
         if count == 1:
             first_cpu = time.process_time()
+            first_times[:] = os.times()[:2]
         elif count % REPORT_EVERY == 0:
             out.write(f"{count}\n")
             out.flush()
@@ -138,7 +140,9 @@ def receiver(impl: str, broker: str, exchange: str) -> None:
         profiler.dump_stats(f"{profile}.{impl}")
     # to the end: waiting after the last event costs next to no CPU (one poll a second)
     elapsed = time.process_time() - first_cpu
-    out.write(json.dumps({"events": count, "cpu": elapsed}) + "\n")
+    times = os.times()
+    out.write(json.dumps({"events": count, "cpu": elapsed, "user": times[0] - first_times[0],
+                          "sys": times[1] - first_times[1]}) + "\n")
     out.flush()
 
 
@@ -196,6 +200,9 @@ def publish_and_measure(impl: str, broker: str, msgs: list[tuple[str, str, int]]
                 result = json.loads(line)
         if result is None or result["events"] < 2:
             raise SystemExit(f"{impl} receiver reported nothing")
+        if os.environ.get("BENCH_SPLIT"):  # user and system CPU per event, apart
+            print(f"  user {result['user'] / result['events'] * 1e6:.1f} µs, "
+                  f"system {result['sys'] / result['events'] * 1e6:.1f} µs per event")
         return result["events"], result["cpu"] / result["events"]
     finally:
         child.kill()

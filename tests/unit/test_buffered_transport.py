@@ -102,6 +102,28 @@ def test_frames_already_waiting_take_one_read_not_three_each(pair):
     assert buffered.sock.recvs == 1
 
 
+def test_frames_coming_faster_than_one_a_millisecond_are_read_several_at_a_time(pair):
+    import time
+
+    a, b = pair
+    count = 200
+
+    def write() -> None:  # about one frame every 0.2 ms, each its own write
+        for n in range(count):
+            b.sendall(frame(3, 1, b"%d" % n))
+            time.sleep(0.0002)
+
+    writer = threading.Thread(target=write)
+    buffered = reader(BufferedTCPTransport, a)
+    writer.start()
+    got = [buffered.read_frame()[2] for _ in range(count)]
+    writer.join()
+    assert got == [b"%d" % n for n in range(count)]
+    # a reader faster than the writer takes each frame as it comes (one read each)
+    # unless it lets a few more arrive first
+    assert buffered.sock.recvs < count * 0.6, buffered.sock.recvs
+
+
 def test_a_timeout_in_the_middle_of_a_frame_loses_nothing(pair):
     a, b = pair
     transport = reader(BufferedTCPTransport, a)

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from kombu import Connection, Consumer
 from kombu.exceptions import ContentDisallowed
 from kombu.mixins import ConsumerMixin
+from kombu.serialization import loads as kombu_loads
 from kombu.serialization import prepare_accept_content
 
 from ..config import default_settings
@@ -170,7 +171,8 @@ class EventReceiver(ConsumerMixin):
         if accept is None:
             accept = {conf.event_serializer, "json"}
         self.accept = accept
-        self._accepts_json = JSON_CONTENT_TYPE in prepare_accept_content(accept)
+        self._accept_types = prepare_accept_content(accept)  # content types, as kombu's
+        self._accepts_json = JSON_CONTENT_TYPE in self._accept_types
         self.pipeline = pipeline or EventPipeline(self.clock, self._dispatch)
         self.on_tick = on_tick
 
@@ -222,6 +224,11 @@ class EventReceiver(ConsumerMixin):
             # Redis PUB/SUB messages come here decoded, not as kombu messages
             # (transport/redis_read.py; what this cannot take goes kombu's way)
             consume_envelopes(self.queue.name, self._on_envelope)
+        consume_deliveries = getattr(channel, "consume_deliveries", None)
+        if consume_deliveries is not None and not self.subscription.durable:
+            # RabbitMQ messages come here as properties and body, not as kombu
+            # messages (transport/buffered.py: connection_for_read's connections)
+            consume_deliveries(self.queue.name, self._on_delivery)
         if connection.transport.driver_type == "redis":
             # kombu subscribes to Redis PUB/SUB on the first poll; poll once now
             # so that the heartbeats the wake-up asks for are not published to
@@ -294,6 +301,22 @@ class EventReceiver(ConsumerMixin):
         ok, body = self._decode(message)
         if ok:
             self._receive(body, message.headers)
+
+    def _on_delivery(self, properties: dict[str, Any], body: bytes) -> None:
+        """A RabbitMQ message read directly (see :mod:`tidings.transport.buffered`)."""
+        content_type = properties.get("content_type")
+        content_encoding = properties.get("content_encoding")
+        try:
+            if self._json_text(content_type, content_encoding):
+                decoded = json_loads(body)
+            else:  # kombu's decoding, which enforces accept, as message.decode() does
+                decoded = kombu_loads(body, content_type, content_encoding,
+                                      accept=self._accept_types)
+        except Exception as exc:  # undecodable input is counted, never raised
+            self._skip_undecodable(content_type, exc)
+            return
+        headers = properties.get("application_headers")
+        self._receive(decoded, headers if headers.__class__ is dict else None)
 
     def _on_envelope(self, envelope: dict[str, Any]) -> bool:
         """A Redis message as kombu's envelope (see :mod:`tidings.transport.redis_read`);

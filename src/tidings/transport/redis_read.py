@@ -39,6 +39,7 @@ from kombu.utils.json import loads as kombu_loads
 
 from ..utils.jsoncodec import DECODE_ERRORS
 from ..utils.jsoncodec import loads as json_loads
+from .pacing import ReadPacer
 
 __all__ = ["EnvelopeHandler", "RedisReadChannel", "RedisReadTransport"]
 
@@ -58,12 +59,18 @@ class RedisReadChannel(kombu_redis.Channel):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         #: Queue name -> its envelope consumer (one per queue: a receiver's own).
         self._envelope_handlers: dict[str, EnvelopeHandler] = {}
+        self._pacer = ReadPacer()
         super().__init__(*args, **kwargs)
 
     def consume_envelopes(self, queue: str, handler: EnvelopeHandler) -> None:
         """Hand the decoded envelopes of ``queue``'s PUB/SUB messages to ``handler``
         (the queue is consumed through kombu as usual: this only short-cuts delivery)."""
         self._envelope_handlers[queue] = handler
+
+    def _receive(self) -> Any:
+        if self._envelope_handlers:  # a receiver's: paced (see .pacing)
+            self._pacer.pace()
+        return super()._receive()
 
     def _receive_one(self, c: Any) -> Any:
         if not self._envelope_handlers:
