@@ -23,6 +23,7 @@ heartbeats of 10 workers), with Celery's fields.
 
     python bench/receive.py [--events 50000] [--brokers amqp,redis] [--repeat 3]
     BENCH_PROFILE=/tmp/recv python bench/receive.py ...   # cProfile each receiver
+    BENCH_SPLIT=1 python bench/receive.py ...   # user and system CPU per event apart
 """
 
 from __future__ import annotations
