@@ -97,3 +97,31 @@ def test_dumps_refuses_what_json_cannot_hold():
     cycle.append(cycle)
     with pytest.raises(jsoncodec.ENCODE_ERRORS):
         jsoncodec.dumps({"a": cycle})
+
+
+_EVENTS = st.dictionaries(st.text(max_size=8), _VALUES, max_size=6)
+
+
+@given(st.one_of(_EVENTS, st.lists(_EVENTS, max_size=4)))
+def test_encoded_events_hold_the_values_json_dumps_writes(value):
+    encoded = jsoncodec.encode_event(value)
+    assert isinstance(encoded, bytes)
+    assert _same(json.loads(encoded), json.loads(json.dumps(value)))
+
+
+def test_plain_events_are_written_compactly_when_orjson_is_there():
+    event = {"type": "task-sent", "clock": 3, "timestamp": 1.5, "name": "é", "eta": None}
+    encoded = jsoncodec.encode_event([event])
+    assert json.loads(encoded) == [event]
+    if jsoncodec.FAST:
+        assert encoded == b'[{"type":"task-sent","clock":3,"timestamp":1.5,"name":"\xc3\xa9",' \
+                          b'"eta":null}]'
+    else:
+        assert encoded == json.dumps([event]).encode()
+
+
+def test_encode_event_refuses_what_json_refuses():
+    for bad in ({"a": object()}, [{"a": 1}, {"b": {1, 2}}]):
+        with pytest.raises(TypeError):
+            jsoncodec.encode_event(bad)
+    assert json.loads(jsoncodec.encode_event({"a": float("nan")}))["a"] != 0  # NaN kept

@@ -22,16 +22,28 @@ an event batch: the standard library builds a new C encoder for every call
 and has it record each dict and list it enters, to report a cycle.  Ours is
 built once and keeps no such record: an event is a tree of decoded values,
 and a cycle, if one came, raises ``RecursionError`` instead of ``ValueError``.
-``orjson`` encodes faster still, but not the same text (compact separators,
-raw UTF-8, ``NaN`` written as ``null``).
+
+:func:`encode_event` writes a published event (or batch) as UTF-8 bytes:
+with ``orjson`` when it is installed and the event holds only what it
+writes with the same meaning as ``json`` (text, integers, finite floats,
+booleans and ``null``, as exact classes, at the top level of each event),
+else as :func:`dumps` does.  The text is not Celery's byte for byte
+(compact separators, non-ASCII characters as UTF-8 instead of escapes,
+floats in their shortest form either way), but every JSON decoder reads the
+same values from it; on a batch of ``task-sent`` events it costs a tenth of
+the standard library's, which was most of what a batch cost its sender.
+A value orjson refuses (an integer past 64 bits, a lone surrogate, a key
+that is not text) goes the standard library's way too, so what cannot be
+encoded raises the same errors with or without the extra.
 """
 
 from __future__ import annotations
 
 import json
+from math import isfinite
 from typing import Any
 
-__all__ = ["DECODE_ERRORS", "ENCODE_ERRORS", "FAST", "dumps", "loads"]
+__all__ = ["DECODE_ERRORS", "ENCODE_ERRORS", "FAST", "dumps", "encode_event", "loads"]
 
 #: What :func:`loads` raises for input that is not JSON (``UnicodeDecodeError``
 #: is a ``ValueError``; ``RecursionError``: nested too deep for ``json``).
@@ -96,3 +108,39 @@ def _make_dumps() -> Any:
 
 
 dumps = _make_dumps()
+
+
+#: Classes of the values :func:`encode_event` hands to orjson (anything else,
+#: a container or a subclass included, goes to :func:`dumps`).
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
+def _plain(event: Any) -> bool:
+    """Whether orjson writes ``event`` with the values ``json`` writes."""
+    if event.__class__ is not dict:
+        return False
+    plain = _PLAIN
+    for value in event.values():
+        cls = value.__class__
+        if cls not in plain or (cls is float and not isfinite(value)):
+            return False  # orjson writes NaN and infinities as null
+    return True
+
+
+if orjson is not None:
+    _orjson_dumps = orjson.dumps
+    _OrjsonError = orjson.JSONEncodeError
+
+    def encode_event(value: Any) -> bytes:
+        """An event or a batch of events as JSON in UTF-8 (see the module documentation)."""
+        if _plain(value) if value.__class__ is dict else (
+                value.__class__ is list and all(map(_plain, value))):
+            try:
+                return _orjson_dumps(value)
+            except _OrjsonError:  # a value it refuses: the standard library decides
+                pass
+        return dumps(value).encode()
+else:
+    def encode_event(value: Any) -> bytes:
+        """An event or a batch of events as JSON in UTF-8 (see the module documentation)."""
+        return dumps(value).encode()
