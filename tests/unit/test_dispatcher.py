@@ -22,7 +22,7 @@ def conn(app):
         yield c
 
 
-def drain(conn, app, routing_key="#"):
+def drain(conn, app, routing_key="#", accept=("json",)):
     """Bind a queue to the event exchange; return a function that reads what arrived."""
     from tidings.transport import get_exchange
 
@@ -33,7 +33,7 @@ def drain(conn, app, routing_key="#"):
     def read():
         out = []
         while True:
-            message = queue(conn.default_channel).get(no_ack=True, accept=["json"])
+            message = queue(conn.default_channel).get(no_ack=True, accept=list(accept))
             if message is None:
                 return out
             out.append(message)
@@ -177,6 +177,31 @@ def test_poison_event_inside_a_batch_does_not_block_the_group(app, conn):
     d.send("task-received", uuid="a", args=object())
     d.flush()
     assert d.buffered == 0 and d.stats["dropped_poison"] == 1
+
+
+def test_a_poison_event_is_dropped_alone_and_its_batch_goes(app, conn):
+    read = drain(conn, app)
+    d = EventDispatcher(conn, app=app, buffer_group=["task"])
+    d.send("task-received", uuid="a")
+    d.send("task-started", uuid="a", bad=object())
+    d.send("task-succeeded", uuid="a", result="3")
+    assert d.buffered == 2 and d.stats["dropped_poison"] == 1
+    d.flush()
+    (batch,) = read()
+    assert [e["type"] for e in batch.payload] == ["task-received", "task-succeeded"]
+    assert d.stats["sent"] == 2
+
+
+def test_a_json_batch_carried_to_another_serializer_is_sent_as_events(app, conn):
+    read = drain(conn, app, accept=("json", "pickle"))
+    old = EventDispatcher(conn, app=app, buffer_group=["task"])
+    old.send("task-received", uuid="a")
+    new = EventDispatcher(conn, app=app, buffer_group=["task"], serializer="pickle")
+    new.extend_buffer(old)
+    new.flush()
+    (batch,) = read()
+    assert batch.content_type == "application/x-python-serialize"
+    assert [e["uuid"] for e in batch.payload] == ["a"]
 
 
 def test_failed_group_flush_becomes_one_outbound_multi(app, conn):

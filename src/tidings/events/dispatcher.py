@@ -73,6 +73,7 @@ from ..transport import (
     publish_prepared,
 )
 from ..utils.jsoncodec import ENCODE_ERRORS, encode_event
+from ..utils.jsoncodec import loads as json_loads
 from ..utils.nodenames import anon_nodename
 
 if TYPE_CHECKING:
@@ -245,7 +246,8 @@ class EventDispatcher:
         self.mutex = threading.RLock()
         self.producer: Producer | None = None
         self._closed = False
-        self._group_buffer: dict[str, list[dict]] = {g: [] for g in self.buffer_group}
+        #: Events waiting for their group's batch (see :meth:`_for_batch`).
+        self._group_buffer: dict[str, list[Any]] = {g: [] for g in self.buffer_group}
         #: Adaptive batching (see the module documentation); None: Celery's batching.
         self.max_delay = max_delay
         #: The longest the delay grows to under load (None: it stays ``max_delay``).
@@ -356,7 +358,9 @@ class EventDispatcher:
         if groups and group not in groups:
             return None
         if group in self.buffer_group:
-            event = self._build(type, fields, False, utcoffset)
+            event = self._for_batch(self._build(type, fields, False, utcoffset), group)
+            if event is None:
+                return None
             with self.mutex:
                 buf = self._group_buffer.setdefault(group, [])
                 buf.append(event)
@@ -375,6 +379,28 @@ class EventDispatcher:
                 return None
             return self._publish(event, self.producer, routing_key_for(type), retry,
                                  retry_policy)
+
+    def _for_batch(self, event: dict | bytes, group: str) -> dict | bytes | None:
+        """An event as a group buffer holds it; ``None`` if it cannot be serialised
+        (dropped and counted).
+
+        For JSON, the event's text, encoded as it comes, and a batch is the
+        join of its events': one event that cannot be encoded is dropped
+        alone, where Celery loses the batch (and a batch that could never
+        be sent is retried forever), and what waits for a batch is bytes
+        the collector does not track.  Another serializer's batch is
+        serialised whole by kombu, from the events themselves.
+        """
+        if self.serializer == "json":
+            if event.__class__ is bytes:
+                return event
+            try:
+                return encode_event(event)
+            except ENCODE_ERRORS as exc:
+                with self.mutex:
+                    self._drop_poison(event, multi_routing_key(group), exc)
+                return None
+        return json_loads(event) if event.__class__ is bytes else event
 
     def _batch_due(self) -> bool:
         """Adaptive batching, under the mutex: whether to publish the batches now.
@@ -475,13 +501,19 @@ class EventDispatcher:
         if producer is None:
             self.stats["dropped_closed"] += 1
             return None
+        if self.serializer != "json" and event.__class__ is list and event and \
+                event[0].__class__ is bytes:  # a JSON dispatcher's batch, carried over
+            event = [json_loads(e) for e in event]
         body, options = event, {"serializer": self.serializer}
         if self.serializer == "json":
             # orjson where it writes the same values, else the standard
             # library's C encoder (see utils/jsoncodec.py): a fraction of
             # kombu's cost either way.
             try:
-                body = encode_event(event)
+                if event.__class__ is list and event and event[0].__class__ is bytes:
+                    body = b"[" + b",".join(event) + b"]"  # encoded as they were buffered
+                else:
+                    body = encode_event(event)
             except ENCODE_ERRORS as exc:
                 self._drop_poison(event, routing_key, exc)
                 return None
@@ -583,6 +615,8 @@ class EventDispatcher:
             for event, routing_key in outbound:
                 self._buffer_outbound(event, routing_key)
             for group, events in grouped.items():
+                events = [e for e in (self._for_batch(e, group) for e in events)
+                          if e is not None]
                 if group in self.buffer_group:
                     self._group_buffer.setdefault(group, []).extend(events)
                     if self.max_delay is not None and self._oldest_buffered is None:
