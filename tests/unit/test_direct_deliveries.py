@@ -9,7 +9,6 @@ property decoder against py-amqp's, and a consumer that stops being one.
 
 from __future__ import annotations
 
-import json
 import struct
 import time
 
@@ -21,10 +20,8 @@ from hypothesis import strategies as st
 from kombu import Connection, Consumer, Producer, Queue
 
 from tests.conftest import cleanup_broker, make_app
+from tests.unit.direct_input import publish_everything
 from tests.unit.test_redis_read import Reader
-from tidings.events import EventDispatcher
-from tidings.protocol.loss import SENDER_HEADER, SEQUENCE_HEADER
-from tidings.transport import get_exchange
 from tidings.transport.buffered import _read_properties
 
 
@@ -35,62 +32,11 @@ def app(amqp_url):
     cleanup_broker(amqp_url, declared)
 
 
-def _publish_everything(app, url: str) -> tuple[int, int]:
-    """Every kind of input, in order; returns (valid events sent, messages sent)."""
-    from celery import Celery
-
-    messages = 0
-    with app.connection_for_write() as conn:
-        d = EventDispatcher(conn, hostname="ours@it", app=app, buffer_group=["task"],
-                            buffer_limit=4)
-        d.send("worker-online", freq=2.0, active=0, processed=0)
-        for n in range(8):
-            d.send("task-received", uuid=f"t{n}", name="proj.add", args="()", kwargs="{}")
-        d.flush()
-        messages += 1 + 2
-        exchange = get_exchange(conn, app.conf.event_exchange)
-        producer = Producer(conn.default_channel, exchange=exchange, auto_declare=False)
-        for body, content_type, encoding in (
-            ("not json", "application/json", "utf-8"),  # not-json
-            ("[1, 2]", "application/json", "utf-8"),  # a batch of non-events
-            ("hello", "text/plain", "utf-8"),  # not accepted
-            (json.dumps({"type": "worker-heartbeat", "hostname": "l1@it", "clock": 3,
-                         "timestamp": 1.0}), "application/json", "latin-1"),  # kombu's decoder
-        ):
-            producer.publish(body, routing_key="worker.heartbeat", content_type=content_type,
-                             content_encoding=encoding)
-            messages += 1
-        for seq in (0, 5):  # a sender that skips four events
-            producer.publish(json.dumps({"type": "worker-heartbeat", "hostname": "gap@it",
-                                         "clock": 10 + seq, "timestamp": 2.0 + seq}),
-                             routing_key="worker.heartbeat", content_type="application/json",
-                             content_encoding="utf-8",
-                             headers={SENDER_HEADER: "gap@it/1", SEQUENCE_HEADER: seq})
-            messages += 1
-        # headers py-amqp's decoder reads (a float, a table, a list) and a body of
-        # several frames (past the broker's frame_max of 128 KiB)
-        big = [{"type": "task-received", "uuid": f"big{n}", "hostname": "big@it",
-                "clock": 100 + n, "timestamp": 3.0, "args": "x" * 2000} for n in range(90)]
-        producer.publish(json.dumps(big), routing_key="task.multi",
-                         content_type="application/json", content_encoding="utf-8",
-                         headers={"hostname": "big@it", "ratio": 0.5, "meta": {"a": 1},
-                                  "list": [1, "b"]})
-        messages += 1
-    celery = Celery("interop", broker=url, set_as_current=False)
-    celery.conf.event_exchange = app.conf.event_exchange
-    with celery.connection_for_write() as conn:
-        theirs = celery.events.Dispatcher(conn, hostname="theirs@it")
-        theirs.send("worker-heartbeat", freq=2.0, active=0, processed=1)
-        theirs.send("task-succeeded", uuid="c1", result="3", runtime=0.01)
-        messages += 2
-    return 1 + 8 + 1 + 2 + 90 + 2, messages
-
-
 def test_direct_deliveries_give_what_kombus_path_gives(app, amqp_url):
     fast_conn = app.connection_for_read()
     with Reader(app, fast_conn, direct="_on_delivery") as fast, \
             Reader(app, Connection(amqp_url), direct="_on_delivery") as plain:
-        expected, messages = _publish_everything(app, amqp_url)
+        expected, messages = publish_everything(app, amqp_url)
         deadline = time.monotonic() + 15
         while (min(len(fast.events), len(plain.events)) < expected
                and time.monotonic() < deadline):
