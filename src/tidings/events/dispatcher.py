@@ -75,6 +75,7 @@ from ..transport import (
 from ..utils.jsoncodec import ENCODE_ERRORS, encode_event
 from ..utils.jsoncodec import loads as json_loads
 from ..utils.nodenames import anon_nodename
+from .batch_timer import BatchTimer
 
 if TYPE_CHECKING:
     from ..app import App
@@ -127,59 +128,6 @@ def _forget_sequences() -> None:  # a forked child is a sender of its own
 
 
 os.register_at_fork(after_in_child=_forget_sequences)
-
-
-class _BatchTimer(threading.Thread):
-    """Publishes a dispatcher's batches that are due when no send comes to do it.
-
-    One thread per adaptive dispatcher, started with its first batch and
-    ended by :meth:`EventDispatcher.close`.  It holds the dispatcher weakly,
-    and never holds its own condition while publishing (so a send, which
-    schedules under the dispatcher's mutex, cannot deadlock with it).
-    """
-
-    def __init__(self, dispatcher: EventDispatcher) -> None:
-        super().__init__(name=f"events-batch-timer-{dispatcher.hostname}", daemon=True)
-        self._dispatcher = weakref.ref(dispatcher)
-        self._cond = threading.Condition()
-        self._due: float | None = None
-        self._stopped = False
-
-    def schedule(self, due: float) -> None:
-        """Come back at ``due``, unless already asked to come back: when, the
-        dispatcher's :meth:`~EventDispatcher.timer_turn` decides."""
-        with self._cond:
-            if self._due is None:
-                self._due = due
-                self._cond.notify()
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopped = True
-            self._cond.notify()
-
-    def run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._stopped and (
-                        self._due is None or self._due > time.monotonic()):
-                    self._cond.wait(None if self._due is None
-                                    else self._due - time.monotonic())
-                if self._stopped:
-                    return
-                self._due = None
-            dispatcher = self._dispatcher()
-            if dispatcher is None:
-                return
-            try:
-                due = dispatcher.timer_turn()
-            except Exception:  # a failed publish is buffered by the dispatcher; go on
-                logger.exception("Publishing a due batch of events failed")
-                due = None
-            del dispatcher
-            if due is not None:
-                with self._cond:
-                    self._due = due
 
 
 def Event(type: str, _fields: dict | None = None, __dict__: type = dict,
@@ -259,7 +207,7 @@ class EventDispatcher:
         self._oldest_buffered: float | None = None  # monotonic time of the oldest event
         self._last_batch = float("-inf")  # monotonic time a batch was last published
         self._declarations = Declarations()  # the exchange bound to each channel once
-        self._timer: _BatchTimer | None = None
+        self._timer: BatchTimer | None = None
         self._patience = max_delay or 0.0  # how long the timer waits beyond a batch's due time
         self._last_send = float("-inf")  # monotonic time an event was last buffered
         self.outbound_limit = outbound_limit or conf.event_outbound_buffer_limit
@@ -435,7 +383,7 @@ class EventDispatcher:
         self._oldest_buffered = now
         timer = self._timer
         if timer is None and self.batch_timer and not self._closed:
-            timer = self._timer = _BatchTimer(self)
+            timer = self._timer = BatchTimer(self)
             weakref.finalize(self, timer.stop)  # a dispatcher dropped unclosed ends it too
             timer.start()
         if timer is not None:
