@@ -4,7 +4,10 @@ Each run is a fresh process that sends ``--tasks`` tasks by name (no worker
 consumes them; the run's queue and exchange are deleted after it) to
 RabbitMQ or Redis, and prints tasks per second.  Off and on, Celery and
 Tidings are interleaved, ``--repeat`` times; the table gives the medians,
-what ``task-sent`` costs each (on ÷ off), and Tidings ÷ Celery.
+what ``task-sent`` costs each (on ÷ off), and Tidings ÷ Celery.  The row
+``tidings batched`` is a Tidings client with ``task_sent_event_max_delay``
+of 5 ms as well (its events batched on a connection of their own), against
+the same ``off`` figure.
 
     python bench/client.py [--tasks 5000] [--brokers amqp,redis] [--repeat 3]
 """
@@ -26,9 +29,15 @@ BROKERS = {"amqp": "amqp://guest:guest@127.0.0.1:5672//", "redis": "redis://127.
 WARMUP = 200  # tasks sent before the clock starts: connections, declarations
 
 
-def child(impl: str, broker: str, tag: str, sent_event: bool, tasks: int) -> None:
+#: ``task_sent_event_max_delay`` of the batched Tidings client.
+BATCHED_DELAY = 0.005
+
+
+def child(impl: str, broker: str, tag: str, sent: str, tasks: int) -> None:
     settings = {"event_exchange": f"{tag}-ev", "task_default_queue": f"{tag}-q",
-                "task_send_sent_event": sent_event}
+                "task_send_sent_event": sent != "off"}
+    if sent == "batched":
+        settings["task_sent_event_max_delay"] = BATCHED_DELAY
     if impl == "celery":
         from celery import Celery
 
@@ -47,11 +56,11 @@ def child(impl: str, broker: str, tag: str, sent_event: bool, tasks: int) -> Non
     print(json.dumps({"rate": tasks / elapsed}))
 
 
-def run(impl: str, broker: str, sent_event: bool, tasks: int) -> float:
+def run(impl: str, broker: str, sent: str, tasks: int) -> float:
     tag = f"bench-client-{uuid.uuid4().hex[:8]}"
     try:
         out = subprocess.run([sys.executable, __file__, "--child", impl, broker, tag,
-                              "1" if sent_event else "0", str(tasks)],
+                              sent, str(tasks)],
                              check=True, capture_output=True, text=True, cwd=ROOT).stdout
         return json.loads(out.strip().splitlines()[-1])["rate"]
     finally:
@@ -97,27 +106,30 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         impl, broker, tag, sent, tasks = args.child
-        return child(impl, broker, tag, sent == "1", int(tasks))
+        return child(impl, broker, tag, sent, int(tasks))
+    runs = [("celery", "off"), ("tidings", "off"), ("celery", "on"), ("tidings", "on"),
+            ("tidings", "batched")]
     rows = []
     for name in args.brokers.split(","):
-        rates: dict[tuple[str, bool], list[float]] = {}
+        rates: dict[tuple[str, str], list[float]] = {}
         for _ in range(args.repeat):
-            for sent in (False, True):
-                for impl in ("celery", "tidings"):
-                    rate = run(impl, BROKERS[name], sent, args.tasks)
-                    rates.setdefault((impl, sent), []).append(rate)
-                    print(f"  {name} {impl} sent-event {'on' if sent else 'off'}: "
-                          f"{rate:,.0f} tasks/s", file=sys.stderr)
+            for impl, sent in runs:  # interleaved: all see the same machine
+                rate = run(impl, BROKERS[name], sent, args.tasks)
+                rates.setdefault((impl, sent), []).append(rate)
+                print(f"  {name} {impl} sent-event {sent}: {rate:,.0f} tasks/s",
+                      file=sys.stderr)
         med = {key: statistics.median(v) for key, v in rates.items()}
         rows.append((name, med))
     print(f"\nsend_task, tasks/s (median of {args.repeat}, {args.tasks:,} tasks)")
-    print(f"{'broker':<7}{'':<9}{'off':>9}{'on':>9}{'on/off':>8}")
+    print(f"{'broker':<7}{'':<17}{'off':>9}{'on':>9}{'on/off':>8}")
     for name, med in rows:
-        for impl in ("celery", "tidings"):
-            off, on = med[(impl, False)], med[(impl, True)]
-            print(f"{name:<7}{impl:<9}{off:>9,.0f}{on:>9,.0f}{on / off:>8.2f}")
-        print(f"{'':<7}{'ratio':<9}{med[('tidings', False)] / med[('celery', False)]:>8.2f}x"
-              f"{med[('tidings', True)] / med[('celery', True)]:>8.2f}x")
+        for label, impl, sent in (("celery", "celery", "on"), ("tidings", "tidings", "on"),
+                                  ("tidings batched", "tidings", "batched")):
+            off, on = med[(impl, "off")], med[(impl, sent)]
+            print(f"{name:<7}{label:<17}{off:>9,.0f}{on:>9,.0f}{on / off:>8.2f}")
+        print(f"{'':<7}{'tidings÷celery':<17}"
+              f"{med[('tidings', 'off')] / med[('celery', 'off')]:>8.2f}x"
+              f"{med[('tidings', 'on')] / med[('celery', 'on')]:>8.2f}x")
 
 
 if __name__ == "__main__":

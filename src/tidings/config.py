@@ -159,6 +159,9 @@ SETTINGS: dict[str, Setting] = {
                 "confirmation, so a durable queue or a stream survives a broker restart "
                 "(--events-confirm; ours)."),
         Setting("task_send_sent_event", False, _to_bool, "Clients send task-sent events."),
+        Setting("task_sent_event_max_delay", 0.0, _to_opt_float,
+                "Seconds a client's task-sent event may wait to be batched with others "
+                "(0: each at once, on the task's channel, as Celery; ours)."),
         Setting("task_default_queue", "celery", _to_str, "Queue of tasks sent without one."),
         Setting("task_time_limit", None, _to_opt_float,
                 "Hard time limit of tasks, seconds (prefork: the child is killed)."),

@@ -2,9 +2,10 @@
 
 Messages are Celery protocol v2 (see :mod:`tidings.protocol.tasks`), published
 to the default exchange with the queue name as routing key, as Celery does.
-With ``task_send_sent_event`` on, a ``task-sent`` event follows each message:
-batched, on a connection of its own (see :mod:`tidings.events.sent`; Celery
-publishes it on the task's channel, at once).
+With ``task_send_sent_event`` on, a ``task-sent`` event follows each message
+on the same channel, at once, as in Celery; with ``task_sent_event_max_delay``
+(ours) as well, batched on a connection of its own (see
+:mod:`tidings.events.sent`).
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 from kombu import Producer
 
+from .events.dispatcher import EventDispatcher
 from .events.sent import SentEvents
 from .protocol.control import parse_rate
+from .protocol.events import TASK_SENT
 from .protocol.tasks import DEFAULT_QUEUE, TASK_DELIVERY_MODE, TaskMessage, build_message
 from .transport import Declarations, task_queue
+from .utils.nodenames import anon_nodename
 
 if TYPE_CHECKING:
     from .app import App
@@ -181,7 +185,7 @@ class Publisher:
     def __init__(self, app: App) -> None:
         self.app = app
         self._local = threading.local()
-        #: The ``task-sent`` events of every thread: batched, on a connection of their own.
+        #: The ``task-sent`` events of every thread when batched (``task_sent_event_max_delay``).
         self.sent_events = SentEvents(app)
 
     def _producer(self) -> Producer:
@@ -224,7 +228,21 @@ class Publisher:
                 "expires": headers["expires"], "queue": message.queue, "exchange": "",
                 "routing_key": message.queue,
             }
-            self.sent_events.send(fields)
+            if app.conf.task_sent_event_max_delay:
+                self.sent_events.send(fields)  # batched, on a connection of their own
+            else:  # Celery's way: at once, on the task's channel
+                self._sent_dispatcher(producer).publish(
+                    TASK_SENT, fields, producer, retry=True,
+                    retry_policy=PUBLISH_RETRY_POLICY)
+
+    def _sent_dispatcher(self, producer: Producer) -> EventDispatcher:
+        dispatcher = getattr(self._local, "dispatcher", None)
+        hostname = anon_nodename()  # per call: a forked child reports its own pid
+        if dispatcher is None or dispatcher.hostname != hostname:
+            dispatcher = EventDispatcher(producer.connection, hostname=hostname, app=self.app,
+                                         enabled=False)
+            self._local.dispatcher = dispatcher
+        return dispatcher
 
 
 def send_task(app: App, name: str, args: tuple | list | None = None,

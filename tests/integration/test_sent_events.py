@@ -1,4 +1,5 @@
-"""A client's ``task-sent`` events on real brokers: batched under load, none left behind."""
+"""A client's ``task-sent`` events on real brokers: Celery's way by default; with
+``task_sent_event_max_delay``, batched under load, none left behind."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from tidings.events.sent import SENT_EVENT_BATCH
 from tidings.transport import get_exchange
 
 pytestmark = pytest.mark.broker
+
+DELAY = 0.005  # task_sent_event_max_delay of the batching clients here
 
 
 class Raw:
@@ -69,7 +72,8 @@ class Raw:
 @pytest.fixture
 def client(broker_url):
     queue = f"sent-q-{uuid.uuid4().hex[:8]}"
-    app, declared = make_app(broker_url, task_send_sent_event=True, task_default_queue=queue)
+    app, declared = make_app(broker_url, task_send_sent_event=True, task_default_queue=queue,
+                             task_sent_event_max_delay=DELAY)
     raw = Raw(broker_url, app.conf.event_exchange)
     yield app, raw
     app.publisher.close()
@@ -100,14 +104,15 @@ def test_an_idle_clients_event_goes_at_once(client):
         task_id = app.send_task("proj.add", (n, n)).id
         events = raw.wait_for(n + 1, timeout=2.0)
         assert events[-1]["uuid"] == task_id
-        time.sleep(0.02)  # idle longer than the batch delay
+        time.sleep(4 * DELAY)  # idle longer than the batch delay
 
 
 _EXITING_CLIENT = """
 import sys
 from tidings import App
 app = App("exit", broker=sys.argv[1], event_exchange=sys.argv[2],
-          task_default_queue=sys.argv[3], task_send_sent_event=True)
+          task_default_queue=sys.argv[3], task_send_sent_event=True,
+          task_sent_event_max_delay=0.005)
 sent = 0
 while sent < int(sys.argv[4]) or not app.publisher.sent_events.dispatcher.buffered:
     app.send_task("proj.add", (sent, sent))  # until some are waiting, as it ends
@@ -135,7 +140,8 @@ def test_a_cut_connection_is_replaced_and_events_flow_again(amqp_url):
     proxy.start()
     queue = f"sent-q-{uuid.uuid4().hex[:8]}"
     app, declared = make_app(f"amqp://guest:guest@127.0.0.1:{proxy.port}//",
-                             task_send_sent_event=True, task_default_queue=queue)
+                             task_send_sent_event=True, task_default_queue=queue,
+                             task_sent_event_max_delay=DELAY)
     raw = Raw(amqp_url, app.conf.event_exchange)  # the witness reaches the broker directly
     try:
         first = app.send_task("proj.add", (1, 1)).id
@@ -170,6 +176,23 @@ def test_close_publishes_what_waits_and_a_later_send_opens_again(client):
     assert [e["uuid"] for e in raw.wait_for(50, timeout=2.0)] == ids
     again = app.send_task("proj.add", (0, 0)).id
     assert raw.wait_for(51)[-1]["uuid"] == again
+
+
+def test_by_default_each_event_goes_at_once_as_celerys_does(broker_url):
+    queue = f"sent-q-{uuid.uuid4().hex[:8]}"
+    app, declared = make_app(broker_url, task_send_sent_event=True, task_default_queue=queue)
+    raw = Raw(broker_url, app.conf.event_exchange)
+    try:
+        ids = [app.send_task("proj.add", (n, n)).id for n in range(20)]
+        events = raw.wait_for(len(ids), timeout=5.0)
+        assert [e["uuid"] for e in events] == ids
+        assert [key for key, _ in raw.messages] == ["task.sent"] * len(ids)  # no batches
+        assert app.publisher.sent_events.dispatcher is None
+    finally:
+        app.publisher.close()
+        raw.close()
+        delete_queue(broker_url, queue)
+        cleanup_broker(broker_url, declared)
 
 
 def test_an_app_without_the_setting_sends_no_event(broker_url):

@@ -1,24 +1,27 @@
-"""The ``task-sent`` events of a client process, batched on a connection of their own.
+"""A client's ``task-sent`` events, batched on a connection of their own (opt-in).
 
-Differences from Celery, each with its reason:
+With ``task_send_sent_event`` on, Celery publishes each ``task-sent`` right
+after its task message, on the same channel: every ``apply_async`` pays for
+a second publish (``bench/client.py``: Celery's clients run at 0.71
+(RabbitMQ) and 0.64 (Redis) of their speed with the event on).  That is
+also what a Tidings client does by default.  With
+``task_sent_event_max_delay`` (ours, seconds) the events of a process go
+through this instead: one dispatcher per app with adaptive batching (see
+:mod:`tidings.events.dispatcher`).  An event that finds the client idle is
+published at once, by the caller; under load, events wait at most that
+delay and go as ``task.multi`` batches, which Celery's receivers read too.
 
-* Celery publishes each ``task-sent`` event right after its task message,
-  on the same channel: every ``apply_async`` pays for a second publish
-  (``bench/client.py``: Celery's clients run at 0.70 (RabbitMQ) and 0.54
-  (Redis) of their speed with the event on).  Here the events of a process
-  go through one dispatcher with adaptive batching (see
-  :mod:`tidings.events.dispatcher`): an event that finds the client idle
-  is published at once, by the caller; under load, events wait at most
-  :data:`SENT_EVENT_MAX_DELAY` and go as ``task.multi`` batches, which
-  Celery's receivers read as well.
-* That dispatcher has a connection of its own, because its timer thread
+* The dispatcher has a connection of its own, because its timer thread
   publishes the batches that are due while the caller's thread may be
-  publishing a task on its connection.  So a monitor can see a worker's
-  ``task-received`` before the ``task-sent`` of the same task, as it can
-  for any two senders; the State orders the task's states by precedence and
-  clock, not by arrival.
+  publishing a task on its connection.
+* The price: a worker can report a fast task before its ``task-sent``
+  arrives.  The State orders a task's states by precedence and clock, so
+  monitors end up with the same task; but the metrics exporter labels the
+  events it counts before a task's ``task-sent`` with the queue
+  ``celery``, as celery-exporter does for a task it knows nothing of.
+  Hence opt-in.
 * A batch that could not be published stays in the dispatcher's bounded,
-  counted buffer; the next task sent replaces the connection and publishes
+  counted buffer; the next task sent opens a new connection and publishes
   it first (Celery's client retries the event with the task's retry
   policy).  At interpreter exit, or :meth:`SentEvents.close`, what is
   buffered is published, and what cannot be is logged with its count.
@@ -40,19 +43,17 @@ from .dispatcher import EventDispatcher
 if TYPE_CHECKING:
     from ..app import App
 
-__all__ = ["SENT_EVENT_BATCH", "SENT_EVENT_MAX_DELAY", "SentEvents"]
+__all__ = ["SENT_EVENT_BATCH", "SentEvents"]
 
 logger = logging.getLogger("tidings.events.sent")
 
 #: ``task-sent`` events per ``task.multi`` batch, at most.
 SENT_EVENT_BATCH = 100
-#: Seconds a ``task-sent`` event waits for a batch, at most (an event that
-#: finds nothing published for that long goes at once).
-SENT_EVENT_MAX_DELAY = 0.005
 
 
 class SentEvents:
-    """Publishes one app's ``task-sent`` events for every thread of this process."""
+    """Publishes one app's ``task-sent`` events for every thread of this process, in
+    batches that wait at most ``task_sent_event_max_delay`` seconds."""
 
     def __init__(self, app: App) -> None:
         self.app = app
@@ -82,7 +83,7 @@ class SentEvents:
             new = EventDispatcher(
                 self.app.connection_for_write(), hostname=anon_nodename(), app=self.app,
                 buffer_group=[TASK_GROUP], buffer_limit=SENT_EVENT_BATCH,
-                max_delay=SENT_EVENT_MAX_DELAY)
+                max_delay=self.app.conf.task_sent_event_max_delay)
             if old is not None:
                 new.extend_buffer(old)
                 _retire(old)
