@@ -23,7 +23,7 @@ and a no-ack consumer may take its messages directly
 are assembled here and handed over as properties and body, without
 py-amqp's method dispatch and message object or kombu's message and
 callbacks.  Together they take a receiver's CPU per one-event message on
-RabbitMQ from about 60 to about 35 µs (``bench/receive.py``).
+RabbitMQ from about 80 to about 46 µs (``bench/receive.py``).
 
 The one thing a buffer changes: bytes already read are no longer visible to
 ``select``/``poll`` on the socket.  Every consumer here reads with
