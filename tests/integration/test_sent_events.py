@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 
 import pytest
 from kombu import Connection, Consumer, Queue
@@ -69,17 +70,28 @@ class Raw:
             self.conn.release()
 
 
+@contextmanager
+def _client(url: str, witness_url: str | None = None, **settings):
+    """An app on ``url`` with a queue and event exchange of its own, and a :class:`Raw`
+    witness of its events (on ``witness_url``, else the same broker); both cleaned up."""
+    witness_url = witness_url or url
+    queue = f"sent-q-{uuid.uuid4().hex[:8]}"
+    app, declared = make_app(url, task_default_queue=queue, **settings)
+    raw = Raw(witness_url, app.conf.event_exchange)
+    try:
+        yield app, raw
+    finally:
+        app.publisher.close()
+        raw.close()
+        delete_queue(witness_url, queue)
+        cleanup_broker(witness_url, declared)
+
+
 @pytest.fixture
 def client(broker_url):
-    queue = f"sent-q-{uuid.uuid4().hex[:8]}"
-    app, declared = make_app(broker_url, task_send_sent_event=True, task_default_queue=queue,
-                             task_sent_event_max_delay=DELAY)
-    raw = Raw(broker_url, app.conf.event_exchange)
-    yield app, raw
-    app.publisher.close()
-    raw.close()
-    delete_queue(broker_url, queue)
-    cleanup_broker(broker_url, declared)
+    with _client(broker_url, task_send_sent_event=True,
+                 task_sent_event_max_delay=DELAY) as pair:
+        yield pair
 
 
 def test_a_busy_clients_events_go_in_batches_and_all_arrive_without_a_close(client):
@@ -138,34 +150,31 @@ def test_events_waiting_when_the_process_exits_are_published(client, broker_url)
 def test_a_cut_connection_is_replaced_and_events_flow_again(amqp_url):
     proxy = Proxy(5672)
     proxy.start()
-    queue = f"sent-q-{uuid.uuid4().hex[:8]}"
-    app, declared = make_app(f"amqp://guest:guest@127.0.0.1:{proxy.port}//",
-                             task_send_sent_event=True, task_default_queue=queue,
-                             task_sent_event_max_delay=DELAY)
-    raw = Raw(amqp_url, app.conf.event_exchange)  # the witness reaches the broker directly
-    try:
-        first = app.send_task("proj.add", (1, 1)).id
-        assert [e["uuid"] for e in raw.wait_for(1)] == [first]
-        before = app.publisher.sent_events.dispatcher
-        proxy.cut()
-        proxy.start()
-        # The task's own publish reconnects (kombu's retries); the event's connection
-        # was cut under it: its first writes fail, or vanish as writes into a closed
-        # socket do, and from then on a new connection carries the events.
-        later = [app.send_task("proj.add", (n, n)).id for n in range(20)
-                 if time.sleep(0.05) is None]
-        time.sleep(0.2)
-        last = app.send_task("proj.add", (0, 0)).id
-        received = {e["uuid"] for e in raw.wait_for(22, timeout=5.0)}
-        assert app.publisher.sent_events.dispatcher is not before
-        assert last in received
-        assert later[-1] in received
+    try:  # the witness reaches the broker directly
+        with _client(f"amqp://guest:guest@127.0.0.1:{proxy.port}//", amqp_url,
+                     task_send_sent_event=True, task_sent_event_max_delay=DELAY
+                     ) as (app, raw):
+            first = app.send_task("proj.add", (1, 1)).id
+            assert [e["uuid"] for e in raw.wait_for(1)] == [first]
+            before = app.publisher.sent_events.dispatcher
+            proxy.cut()
+            proxy.start()
+            # The task's own publish reconnects (kombu's retries); the event's
+            # connection was cut under it: its first writes fail, or vanish as
+            # writes into a closed socket do, and from then on a new connection
+            # carries the events.
+            later = []
+            for n in range(20):
+                time.sleep(0.05)
+                later.append(app.send_task("proj.add", (n, n)).id)
+            time.sleep(0.2)
+            last = app.send_task("proj.add", (0, 0)).id
+            received = {e["uuid"] for e in raw.wait_for(22, timeout=5.0)}
+            assert app.publisher.sent_events.dispatcher is not before
+            assert last in received
+            assert later[-1] in received
     finally:
-        app.publisher.close()
         proxy.cut()
-        raw.close()
-        delete_queue(amqp_url, queue)
-        cleanup_broker(amqp_url, declared)
 
 
 def test_close_publishes_what_waits_and_a_later_send_opens_again(client):
@@ -179,36 +188,20 @@ def test_close_publishes_what_waits_and_a_later_send_opens_again(client):
 
 
 def test_by_default_each_event_goes_at_once_as_celerys_does(broker_url):
-    queue = f"sent-q-{uuid.uuid4().hex[:8]}"
-    app, declared = make_app(broker_url, task_send_sent_event=True, task_default_queue=queue)
-    raw = Raw(broker_url, app.conf.event_exchange)
-    try:
+    with _client(broker_url, task_send_sent_event=True) as (app, raw):
         ids = [app.send_task("proj.add", (n, n)).id for n in range(20)]
         events = raw.wait_for(len(ids), timeout=5.0)
         assert [e["uuid"] for e in events] == ids
         assert [key for key, _ in raw.messages] == ["task.sent"] * len(ids)  # no batches
         assert app.publisher.sent_events.dispatcher is None
-    finally:
-        app.publisher.close()
-        raw.close()
-        delete_queue(broker_url, queue)
-        cleanup_broker(broker_url, declared)
 
 
 def test_an_app_without_the_setting_sends_no_event(broker_url):
-    queue = f"sent-q-{uuid.uuid4().hex[:8]}"
-    app, declared = make_app(broker_url, task_default_queue=queue)
-    raw = Raw(broker_url, app.conf.event_exchange)
-    try:
+    with _client(broker_url) as (app, raw):
         app.send_task("proj.add", (1, 1))
         time.sleep(0.3)
         assert raw.events() == []
         assert app.publisher.sent_events.dispatcher is None
-    finally:
-        app.publisher.close()
-        raw.close()
-        delete_queue(broker_url, queue)
-        cleanup_broker(broker_url, declared)
 
 
 def test_apps_are_independent(broker_url):
