@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
+import threading
 import time
 import uuid
+import weakref
 from contextlib import contextmanager
 
 import pytest
@@ -207,3 +210,52 @@ def test_an_app_without_the_setting_sends_no_event(broker_url):
 def test_apps_are_independent(broker_url):
     a = App("a", broker=broker_url)
     assert a.publisher.sent_events is not App("b", broker=broker_url).publisher.sent_events
+
+
+def test_an_app_dropped_with_events_waiting_publishes_them(broker_url):
+    """No close, no exit: the app is collected while its events wait (the batch delay is
+    far longer than the test), and they are published all the same."""
+    queue = f"sent-q-{uuid.uuid4().hex[:8]}"
+    app, declared = make_app(broker_url, task_default_queue=queue, task_send_sent_event=True,
+                             task_sent_event_max_delay=60.0)
+    raw = Raw(broker_url, app.conf.event_exchange)
+    try:
+        ids = [app.send_task("proj.add", (n, n)).id for n in range(20)]
+        assert app.publisher.sent_events.dispatcher.buffered > 0  # waiting for the timer
+        collected = weakref.ref(app)
+        del app
+        gc.collect()
+        assert collected() is None
+        assert sorted(e["uuid"] for e in raw.wait_for(len(ids), timeout=10.0)) == sorted(ids)
+    finally:
+        raw.close()
+        delete_queue(broker_url, queue)
+        cleanup_broker(broker_url, declared)
+
+
+def test_a_close_waits_for_a_send_under_way(client):
+    """A thread is inside the dispatcher's send when another closes: the close publishes
+    that event with the rest, instead of retiring the dispatcher under it."""
+    app, raw = client
+    first = app.send_task("proj.add", (0, 0)).id
+    dispatcher = app.publisher.sent_events.dispatcher
+    send, inside, go_on = dispatcher.send, threading.Event(), threading.Event()
+
+    def slow_send(*args, **kwargs):
+        inside.set()
+        go_on.wait(5.0)
+        return send(*args, **kwargs)
+
+    dispatcher.send = slow_send
+    sender = threading.Thread(target=lambda: ids.append(app.send_task("proj.add", (1, 1)).id))
+    ids = [first]
+    sender.start()
+    assert inside.wait(5.0)
+    closer = threading.Thread(target=app.publisher.sent_events.close)
+    closer.start()
+    time.sleep(0.2)  # the close is under way, or waiting for the send
+    go_on.set()
+    sender.join(10.0)
+    closer.join(10.0)
+    assert [e["uuid"] for e in raw.wait_for(2, timeout=5.0)] == ids
+    assert dispatcher.stats["dropped_closed"] == 0

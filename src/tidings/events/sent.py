@@ -25,6 +25,14 @@ delay and go as ``task.multi`` batches, which Celery's receivers read too.
   it first (Celery's client retries the event with the task's retry
   policy).  At interpreter exit, or :meth:`SentEvents.close`, what is
   buffered is published, and what cannot be is logged with its count.
+* An app dropped with events waiting publishes them too: when the
+  collector takes its :class:`SentEvents`, the dispatcher is closed from a
+  thread of its own (the collector may run in a thread that holds the
+  dispatcher's lock), which keeps the dispatcher until it is done.
+* A send and a close never interleave: a send holds the slot's lock while
+  it hands the event to the dispatcher, so an event is either in the
+  batch a close publishes or goes to the dispatcher opened after it,
+  never to one already retired.
 """
 
 from __future__ import annotations
@@ -51,63 +59,96 @@ logger = logging.getLogger("tidings.events.sent")
 SENT_EVENT_BATCH = 100
 
 
+class _Slot:
+    """The dispatcher in use and its lock: what closing needs, also once the
+    :class:`SentEvents` that held them is being collected."""
+
+    __slots__ = ("dispatcher", "lock")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.dispatcher: EventDispatcher | None = None
+
+
 class SentEvents:
     """Publishes one app's ``task-sent`` events for every thread of this process, in
     batches that wait at most ``task_sent_event_max_delay`` seconds."""
 
     def __init__(self, app: App) -> None:
         self.app = app
-        self._lock = threading.Lock()
-        self._dispatcher: EventDispatcher | None = None
+        self._slot = _Slot()
         _live.add(self)
+
+    def __del__(self) -> None:
+        # An app collected with events waiting: they are published all the same.  (Not
+        # weakref.finalize: its callback would hold the dispatcher, which holds the app.)
+        _close_when_collected(self._slot)
 
     def send(self, fields: dict[str, Any]) -> None:
         """Queue a ``task-sent`` event with ``fields`` (the task's, without the envelope)."""
-        dispatcher = self._dispatcher
-        if dispatcher is None or dispatcher.failed_sends:
-            dispatcher = self._renew()
-        dispatcher.send(TASK_SENT, **fields)
+        slot = self._slot
+        with slot.lock:  # never into a dispatcher that a close is retiring
+            dispatcher = slot.dispatcher
+            if dispatcher is None or dispatcher.failed_sends:
+                dispatcher = self._renew()
+            dispatcher.send(TASK_SENT, **fields)
 
     @property
     def dispatcher(self) -> EventDispatcher | None:
         """The dispatcher in use (``None`` before the first event)."""
-        return self._dispatcher
+        return self._slot.dispatcher
 
     def _renew(self) -> EventDispatcher:
         """A first dispatcher, or a new connection for one whose publishing failed:
-        the new one takes over the unsent events and publishes them first."""
-        with self._lock:
-            old = self._dispatcher
-            if old is not None and not old.failed_sends:
-                return old  # another thread renewed it meanwhile
-            new = EventDispatcher(
-                self.app.connection_for_write(), hostname=anon_nodename(), app=self.app,
-                buffer_group=[TASK_GROUP], buffer_limit=SENT_EVENT_BATCH,
-                max_delay=self.app.conf.task_sent_event_max_delay)
-            if old is not None:
-                new.extend_buffer(old)
-                _retire(old)
-                new.flush()
-            self._dispatcher = new
-            return new
+        the new one takes over the unsent events and publishes them first.
+        Called with the slot's lock held."""
+        slot = self._slot
+        old = slot.dispatcher
+        new = EventDispatcher(
+            self.app.connection_for_write(), hostname=anon_nodename(), app=self.app,
+            buffer_group=[TASK_GROUP], buffer_limit=SENT_EVENT_BATCH,
+            max_delay=self.app.conf.task_sent_event_max_delay)
+        if old is not None:
+            new.extend_buffer(old)
+            _retire(old)
+            new.flush()
+        slot.dispatcher = new
+        return new
 
     def close(self) -> None:
         """Publish what is buffered and close the connection (the next event opens one)."""
-        with self._lock:
-            dispatcher, self._dispatcher = self._dispatcher, None
-        if dispatcher is None:
-            return
-        dispatcher.flush()
-        unsent = dispatcher.buffered
-        if unsent:
-            logger.warning("%d task-sent event(s) could not be published and are lost",
-                           unsent)
-        _retire(dispatcher)
+        _close_slot(self._slot)
 
     def _forget(self) -> None:
         """In a forked child: the parent's dispatcher, connection and timer are not ours."""
-        self._lock = threading.Lock()
-        self._dispatcher = None
+        self._slot.lock = threading.Lock()
+        self._slot.dispatcher = None
+
+
+def _close_slot(slot: _Slot) -> None:
+    with slot.lock:  # a send under way finishes first: its event is in the flush
+        dispatcher, slot.dispatcher = slot.dispatcher, None
+    if dispatcher is None:
+        return
+    dispatcher.flush()
+    unsent = dispatcher.buffered
+    if unsent:
+        logger.warning("%d task-sent event(s) could not be published and are lost", unsent)
+    _retire(dispatcher)
+
+
+def _close_when_collected(slot: _Slot) -> None:
+    """For a collected :class:`SentEvents`: its last events are published from another
+    thread, since the collector may have run in one holding a lock that publishing
+    takes."""
+    if slot.dispatcher is None:
+        return
+    try:
+        threading.Thread(target=_close_slot, args=(slot,), name="task-sent-close").start()
+    except RuntimeError:  # no new threads at interpreter shutdown: close here
+        _close_slot(slot)
+    except Exception:  # never raise out of a collection
+        logger.exception("publishing a dropped app's task-sent events failed")
 
 
 def _retire(dispatcher: EventDispatcher) -> None:
