@@ -82,7 +82,10 @@ class SentEvents:
     def __del__(self) -> None:
         # An app collected with events waiting: they are published all the same.  (Not
         # weakref.finalize: its callback would hold the dispatcher, which holds the app.)
-        _close_when_collected(self._slot)
+        try:
+            _close_when_collected(self._slot)
+        except Exception:  # late in interpreter shutdown: the exit hook closed it already
+            pass
 
     def send(self, fields: dict[str, Any]) -> None:
         """Queue a ``task-sent`` event with ``fields`` (the task's, without the envelope)."""
