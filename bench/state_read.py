@@ -2,14 +2,14 @@
 
 Both States are fed the stream of ``bench/state_ingest.py`` (``--tasks``
 tasks, 100k by default) and then read the ways monitors and cameras read
-them: ``tasks_by_time(limit=100)`` (Celery's
-gives about 25 tasks, its ``limit`` counting heap entries; the line under
-it says how many each gave), the newest 100 tasks each State's cheapest
-way (what a monitor's first page needs), every task by time, every task
-in storage order, a shallow copy of the task map with ingest paused (a
-camera's shot), ``as_dict()`` of every task and a pickle of the whole
-State.  Each figure is the best of ``--repeat`` runs; the ratio is
-Tidings' time over Celery's (below 1: Tidings is faster).
+them: ``tasks_by_time(limit=100)`` (Celery's gives about 25 tasks, its
+``limit`` counting heap entries; the line under it says how many each
+gave), the newest 100 tasks each State's cheapest way (what a monitor's
+first page needs), every task by time, every task in storage order, a
+shallow copy of the task map with ingest paused (a camera's shot),
+``as_dict()`` of every task and a pickle of the whole State.  Each figure
+is the best of ``--repeat`` runs; the ratio is Tidings' time over Celery's
+(below 1: Tidings is faster).
 
 The memory row is the RSS a fresh process gains by holding the State, per
 task, measured in a child process for each implementation.
