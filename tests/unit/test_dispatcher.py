@@ -204,6 +204,24 @@ def test_a_json_batch_carried_to_another_serializer_is_sent_as_events(app, conn)
     assert [e["uuid"] for e in batch.payload] == ["a"]
 
 
+def test_a_failed_json_batch_carried_to_another_serializer_is_sent_as_events(app, conn):
+    read = drain(conn, app, accept=("json", "pickle"))
+    old = EventDispatcher(conn, app=app, buffer_group=["task"])
+    good = old.producer
+    old.send("task-received", uuid="a")
+    old.send("task-started", uuid="a")
+    old.producer = FailingProducer()
+    old.flush()  # the batch waits in the outbound buffer, as its JSON texts
+    assert old._outbound_buffer[0][1] == "task.multi"
+    old.producer = good
+    new = EventDispatcher(conn, app=app, buffer_group=["task"], serializer="pickle")
+    new.extend_buffer(old)
+    new.flush()
+    (batch,) = read()
+    assert batch.content_type == "application/x-python-serialize"
+    assert [e["type"] for e in batch.payload] == ["task-received", "task-started"]
+
+
 def test_failed_group_flush_becomes_one_outbound_multi(app, conn):
     read = drain(conn, app)
     d = EventDispatcher(conn, app=app, buffer_group=["task"])

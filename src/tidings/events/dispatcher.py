@@ -306,7 +306,8 @@ class EventDispatcher:
         if groups and group not in groups:
             return None
         if group in self.buffer_group:
-            event = self._for_batch(self._build(type, fields, False, utcoffset), group)
+            event = self._for_batch(self._build(type, fields, False, utcoffset),
+                                    multi_routing_key(group))
             if event is None:
                 return None
             with self.mutex:
@@ -328,16 +329,17 @@ class EventDispatcher:
             return self._publish(event, self.producer, routing_key_for(type), retry,
                                  retry_policy)
 
-    def _for_batch(self, event: dict | bytes, group: str) -> dict | bytes | None:
-        """An event as a group buffer holds it; ``None`` if it cannot be serialised
-        (dropped and counted).
+    def _for_batch(self, event: dict | bytes, routing_key: str) -> dict | bytes | None:
+        """An event as this dispatcher's batches (to ``routing_key``) hold it; ``None``
+        if it cannot be serialised (dropped and counted).
 
         For JSON, the event's text, encoded as it comes, and a batch is the
         join of its events': one event that cannot be encoded is dropped
         alone, where Celery loses the batch (and a batch that could never
         be sent is retried forever), and what waits for a batch is bytes
         the collector does not track.  Another serializer's batch is
-        serialised whole by kombu, from the events themselves.
+        serialised whole by kombu, from the events themselves (a JSON
+        dispatcher's events taken over are decoded back to them).
         """
         if self.serializer == "json":
             if event.__class__ is bytes:
@@ -346,7 +348,7 @@ class EventDispatcher:
                 return encode_event(event)
             except ENCODE_ERRORS as exc:
                 with self.mutex:
-                    self._drop_poison(event, multi_routing_key(group), exc)
+                    self._drop_poison(event, routing_key, exc)
                 return None
         return json_loads(event) if event.__class__ is bytes else event
 
@@ -449,9 +451,6 @@ class EventDispatcher:
         if producer is None:
             self.stats["dropped_closed"] += 1
             return None
-        if self.serializer != "json" and event.__class__ is list and event and \
-                event[0].__class__ is bytes:  # a JSON dispatcher's batch, carried over
-            event = [json_loads(e) for e in event]
         body, options = event, {"serializer": self.serializer}
         if self.serializer == "json":
             # orjson where it writes the same values, else the standard
@@ -561,16 +560,21 @@ class EventDispatcher:
         with self.mutex:
             self.stats.update(stats)
             for event, routing_key in outbound:
+                if event.__class__ is list:  # a batch that failed: its events as ours
+                    event = self._held_as_ours(event, routing_key)
                 self._buffer_outbound(event, routing_key)
             for group, events in grouped.items():
-                events = [e for e in (self._for_batch(e, group) for e in events)
-                          if e is not None]
+                events = self._held_as_ours(events, multi_routing_key(group))
                 if group in self.buffer_group:
                     self._group_buffer.setdefault(group, []).extend(events)
                     if self.max_delay is not None and self._oldest_buffered is None:
                         self._note_buffered(time.monotonic())
                 else:
                     self._buffer_outbound(events, multi_routing_key(group))
+
+    def _held_as_ours(self, events: list, routing_key: str) -> list:
+        """Another dispatcher's waiting events, as this one's batches hold them."""
+        return [e for e in (self._for_batch(e, routing_key) for e in events) if e is not None]
 
     @property
     def dropped(self) -> int:
