@@ -233,6 +233,19 @@ def test_an_app_dropped_with_events_waiting_publishes_them(broker_url):
         cleanup_broker(broker_url, declared)
 
 
+def test_a_close_publishes_on_a_new_connection_when_its_own_is_gone(amqp_url):
+    """The dispatcher's socket closed under it (as the collector closes the sockets of
+    an app it collects): the close takes a new connection for what waits."""
+    with _client(amqp_url, task_send_sent_event=True,
+                 task_sent_event_max_delay=60.0) as (app, raw):
+        ids = [app.send_task("proj.add", (n, n)).id for n in range(20)]
+        dispatcher = app.publisher.sent_events.dispatcher
+        assert dispatcher.buffered > 0
+        dispatcher.connection.connection.transport.sock.close()
+        app.publisher.sent_events.close()
+        assert [e["uuid"] for e in raw.wait_for(len(ids), timeout=5.0)] == ids
+
+
 def test_a_close_waits_for_a_send_under_way(client):
     """A thread is inside the dispatcher's send when another closes: the close publishes
     that event with the rest, instead of retiring the dispatcher under it."""

@@ -24,7 +24,8 @@ delay and go as ``task.multi`` batches, which Celery's receivers read too.
   counted buffer; the next task sent opens a new connection and publishes
   it first (Celery's client retries the event with the task's retry
   policy).  At interpreter exit, or :meth:`SentEvents.close`, what is
-  buffered is published, and what cannot be is logged with its count.
+  buffered is published (on a new connection if the dispatcher's own is
+  gone), and what cannot be is logged with its count.
 * An app dropped with events waiting publishes them too: when the
   collector takes its :class:`SentEvents`, the dispatcher is closed from a
   thread of its own (the collector may run in a thread that holds the
@@ -106,16 +107,7 @@ class SentEvents:
         the new one takes over the unsent events and publishes them first.
         Called with the slot's lock held."""
         slot = self._slot
-        old = slot.dispatcher
-        new = EventDispatcher(
-            self.app.connection_for_write(), hostname=anon_nodename(), app=self.app,
-            buffer_group=[TASK_GROUP], buffer_limit=SENT_EVENT_BATCH,
-            max_delay=self.app.conf.task_sent_event_max_delay)
-        if old is not None:
-            new.extend_buffer(old)
-            _retire(old)
-            new.flush()
-        slot.dispatcher = new
+        slot.dispatcher = new = _successor(self.app, slot.dispatcher)
         return new
 
     def close(self) -> None:
@@ -128,12 +120,30 @@ class SentEvents:
         self._slot.dispatcher = None
 
 
+def _successor(app: App, old: EventDispatcher | None) -> EventDispatcher:
+    """A dispatcher on a new connection, which takes over ``old``'s unsent events and
+    publishes them first (``old`` is retired)."""
+    new = EventDispatcher(
+        app.connection_for_write(), hostname=anon_nodename(), app=app,
+        buffer_group=[TASK_GROUP], buffer_limit=SENT_EVENT_BATCH,
+        max_delay=app.conf.task_sent_event_max_delay)
+    if old is not None:
+        new.extend_buffer(old)
+        _retire(old)
+        new.flush()
+    return new
+
+
 def _close_slot(slot: _Slot) -> None:
     with slot.lock:  # a send under way finishes first: its event is in the flush
         dispatcher, slot.dispatcher = slot.dispatcher, None
     if dispatcher is None:
         return
     dispatcher.flush()
+    if dispatcher.buffered:
+        # Its connection is gone (the broker went away, or the collector closed the
+        # socket of an app it is collecting): once more, on a new connection.
+        dispatcher = _successor(dispatcher.app, dispatcher)
     unsent = dispatcher.buffered
     if unsent:
         logger.warning("%d task-sent event(s) could not be published and are lost", unsent)
