@@ -57,6 +57,31 @@ def test_where_the_decoders_differ_the_standard_library_wins(text):
     assert _same(jsoncodec.loads(text), json.loads(text))
 
 
+_FITTING = st.recursive(  # integers of 64 bits at most: where only exactness could differ
+    st.one_of(st.none(), st.booleans(), st.floats(), st.text(),
+              st.integers(min_value=-2**63, max_value=2**64 - 1)),
+    lambda inner: st.one_of(st.lists(inner, max_size=4),
+                            st.dictionaries(st.text(max_size=4), inner, max_size=4)),
+    max_leaves=12)
+
+
+@given(_FITTING)
+def test_inexact_ints_decode_as_json_does_within_64_bits(value):
+    text = json.dumps(value)
+    assert _same(jsoncodec.loads_inexact_ints(text), json.loads(text))
+    assert _same(jsoncodec.loads_inexact_ints(text.encode()), json.loads(text))
+
+
+def test_inexact_ints_keep_the_standard_librarys_other_readings():
+    for text in (b"[NaN, Infinity]", b"1e400", b'"\\ud800"', b"\xef\xbb\xbf{}"):
+        assert _same(jsoncodec.loads_inexact_ints(text), json.loads(text))
+    big = jsoncodec.loads_inexact_ints(b'{"seq": 18446744073709551616}')["seq"]
+    assert big == 18446744073709551616  # a float where orjson reads it, equal in value
+    for bad in (b"{", b"\xff"):
+        with pytest.raises(jsoncodec.DECODE_ERRORS):
+            jsoncodec.loads_inexact_ints(bad)
+
+
 def test_text_that_no_decoder_takes_raises_a_decode_error():
     for bad in (b"{", b"\xff", "[1,]", b"[" * 100_000):
         with pytest.raises(jsoncodec.DECODE_ERRORS):

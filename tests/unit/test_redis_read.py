@@ -43,8 +43,9 @@ class Reader:
         setattr(self.recv, direct, counted)
         ready = self.recv.on_consume_ready
 
-        def on_ready(*args, **kwargs):
-            ready(*args, **kwargs)
+        def on_ready(connection, channel, *args, **kwargs):
+            ready(connection, channel, *args, **kwargs)
+            self.channel = channel
             self.ready.set()
 
         self.recv.on_consume_ready = on_ready
@@ -161,3 +162,118 @@ def test_a_queue_without_an_envelope_consumer_is_kombus(app, redis_url):
                 except TimeoutError:
                     pass
     assert got == [{"a": 1}] and taken == []
+
+
+# -- replies read in bulk ------------------------------------------------------------------
+
+
+class _Reads:
+    """Counts ``BulkReadConnection.read_replies`` calls and the replies each returned."""
+
+    def __init__(self, monkeypatch) -> None:
+        from tidings.transport import redis_read
+
+        self.sizes: list[int | None] = []
+        real = redis_read.BulkReadConnection.read_replies
+
+        def read_replies(conn):
+            replies = real(conn)
+            self.sizes.append(None if replies is None else len(replies))
+            return replies
+
+        monkeypatch.setattr(redis_read.BulkReadConnection, "read_replies", read_replies)
+
+
+def _publish_events(app, events: list[dict]) -> None:
+    from tidings.transport import get_exchange
+
+    with app.connection_for_write() as conn:
+        exchange = get_exchange(conn, app.conf.event_exchange)
+        producer = Producer(conn.default_channel, exchange=exchange)
+        for event in events:
+            producer.publish(event, routing_key=event["type"].replace("-", "."),
+                             serializer="json", declare=[])
+
+
+def _task_event(n: int, **fields) -> dict:
+    return {"type": "task-received", "uuid": f"task-{n}", "hostname": "w@h",
+            "timestamp": 1.0 + n, "clock": n + 1, **fields}
+
+
+def _wait(predicate, seconds: float = 15) -> bool:
+    deadline = time.monotonic() + seconds
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return predicate()
+
+
+def test_messages_that_wait_are_read_together(app, monkeypatch):
+    """Held back by a slow handler, 300 messages are read many to a read, in order."""
+    reads = _Reads(monkeypatch)
+    release = threading.Event()
+    conn = app.connection_for_read()
+    with Reader(app, conn) as reader:
+        handler = reader.recv.handlers["*"]
+
+        def slow_first(event):
+            if event["uuid"] == "task-0":
+                release.wait(10)  # the rest pile up in the socket meanwhile
+            handler(event)
+
+        reader.recv.handlers["*"] = slow_first
+        _publish_events(app, [_task_event(n) for n in range(300)])
+        time.sleep(0.5)
+        release.set()
+        assert _wait(lambda: len(reader.events) == 300), len(reader.events)
+    assert [e["uuid"] for e in reader.events] == [f"task-{n}" for n in range(300)]
+    assert reader.envelopes == 300
+    assert None not in reads.sizes and max(reads.sizes) >= 50, reads.sizes
+
+
+def test_a_message_longer_than_a_read_arrives_whole(app):
+    """A reply that takes several reads (256 KiB of arguments) is put together first."""
+    long_args = "x" * 262_144
+    events = [_task_event(0), _task_event(1, args=long_args), _task_event(2)]
+    with Reader(app, app.connection_for_read()) as reader:
+        _publish_events(app, events)
+        assert _wait(lambda: len(reader.events) == 3), len(reader.events)
+    assert [e["uuid"] for e in reader.events] == ["task-0", "task-1", "task-2"]
+    assert reader.events[1]["args"] == long_args
+
+
+def test_health_checks_are_answered(redis_url, monkeypatch):
+    """After a second without a read, redis-py pings the PUB/SUB connection; the bulk
+    reads send those pings and count the answers, so kombu does not drop the
+    connection as unanswered."""
+    app, declared = make_app(redis_url,
+                             broker_transport_options={"health_check_interval": 1})
+    reads = _Reads(monkeypatch)
+    try:
+        with Reader(app, app.connection_for_read()) as reader:
+            client = reader.channel.subclient
+            connection = client.connection
+            for n in range(4):
+                time.sleep(1.3)  # past the interval: the next read pings first
+                _publish_events(app, [_task_event(n)])
+                assert _wait(lambda n=n: len(reader.events) == n + 1)
+            time.sleep(0.3)
+            assert client.connection is connection and connection.is_connected
+            assert client.health_check_response_counter == 0
+    finally:
+        cleanup_broker(redis_url, declared)
+    # the subscription's reply, the 4 events, and the answers to 3 pings or more
+    assert None not in reads.sizes and sum(reads.sizes) >= 1 + 4 + 3, reads.sizes
+
+
+def test_without_hiredis_replies_are_read_one_at_a_time(app, monkeypatch):
+    """Without hiredis the connection cannot read in bulk: kombu's way, same events."""
+    from tidings.transport import redis_read
+
+    monkeypatch.setattr(redis_read, "BULK_READS", False)
+    reads = _Reads(monkeypatch)
+    with Reader(app, app.connection_for_read()) as reader:
+        _publish_events(app, [_task_event(n) for n in range(20)])
+        assert _wait(lambda: len(reader.events) == 20), len(reader.events)
+    assert [e["uuid"] for e in reader.events] == [f"task-{n}" for n in range(20)]
+    assert reader.envelopes == 20
+    assert reads.sizes and set(reads.sizes) == {None}
