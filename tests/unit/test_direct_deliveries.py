@@ -10,6 +10,7 @@ property decoder against py-amqp's, and a consumer that stops being one.
 from __future__ import annotations
 
 import struct
+import threading
 import time
 
 import pytest
@@ -21,7 +22,7 @@ from kombu import Connection, Consumer, Producer, Queue
 
 from tests.conftest import cleanup_broker, make_app
 from tests.unit.direct_input import publish_everything
-from tests.unit.test_redis_read import Reader
+from tests.unit.test_redis_read import Reader, _publish_events, _task_event, _wait
 from tidings.transport.buffered import _read_properties
 
 
@@ -109,3 +110,59 @@ def _consume_cancel_consume(app, conn, channel, queue) -> None:
                                             serializer="json")
     conn.drain_events(timeout=5)
     assert got == [{"n": 2}] and taken == [b'{"n": 1}']
+
+
+def _held_capture(app, limit):
+    """A receiver capturing in a thread (``limit`` drains), held in its first event
+    until released; returns (events, drains, release, thread, receiver)."""
+    from tidings.events import EventReceiver
+
+    events: list[dict] = []
+    drains: list[int] = []  # events handled by the end of each drain
+    release, ready = threading.Event(), threading.Event()
+
+    def handle(event):
+        if event["uuid"] == "task-0":
+            release.wait(10)  # the rest are read meanwhile
+        events.append(event)
+
+    recv = EventReceiver(app.connection_for_read(), app=app, handlers={"*": handle})
+    on_ready = recv.on_consume_ready
+    recv.on_consume_ready = lambda *a, **k: (on_ready(*a, **k), ready.set())
+
+    def run():
+        for _ in recv.itercapture(limit=limit, wakeup=False):
+            drains.append(len(events))
+            if recv.should_stop:
+                break
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert ready.wait(15)
+    return events, drains, release, thread, recv
+
+
+def test_without_a_limit_a_drain_takes_every_message_already_read(app):
+    events, drains, release, thread, recv = _held_capture(app, None)
+    _publish_events(app, [_task_event(n) for n in range(200)])
+    time.sleep(0.5)
+    release.set()
+    assert _wait(lambda: len(events) == 200), len(events)
+    recv.should_stop = True
+    thread.join(10)
+    assert [e["uuid"] for e in events] == [f"task-{n}" for n in range(200)]
+    assert len(drains) < 50, drains  # most of the 199 held back came in a few drains
+
+
+def test_with_a_limit_a_drain_takes_one_message(app):
+    """``capture(limit=N)`` counts drains, as Celery's does: one message each.  (The
+    consumer's cancel at the end hands it what the broker sent meanwhile, as kombu's
+    path does: ``events`` may hold more than five.)"""
+    events, drains, release, thread, _ = _held_capture(app, 5)
+    _publish_events(app, [_task_event(n) for n in range(20)])
+    time.sleep(0.5)
+    release.set()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert drains == [1, 2, 3, 4, 5], drains
+    assert [e["uuid"] for e in events[:5]] == [f"task-{n}" for n in range(5)]

@@ -228,7 +228,8 @@ class EventReceiver(ConsumerMixin):
         if consume_deliveries is not None and not self.subscription.durable:
             # RabbitMQ messages come here as properties and body, not as kombu
             # messages (transport/buffered.py: connection_for_read's connections)
-            consume_deliveries(self.queue.name, self._on_delivery)
+            consume_deliveries(self.queue.name, self._on_delivery,
+                               several=self._drains_uncounted)
         if connection.transport.driver_type == "redis":
             # kombu subscribes to Redis PUB/SUB on the first poll; poll once now
             # so that the heartbeats the wake-up asks for are not published to
@@ -240,9 +241,21 @@ class EventReceiver(ConsumerMixin):
         if wakeup:
             self.wakeup_workers(channel=channel)
 
+    #: Whether the running capture has no ``limit`` (set by :meth:`consume`).
+    _drains_uncounted = False
+
+    def consume(self, limit: int | None = None, timeout: float | None = None,
+                safety_interval: float = 1, **kwargs: Any) -> Iterator[Any]:
+        # Without a limit nobody counts drains, so on RabbitMQ one drain may take
+        # every message already read (transport/buffered.py: consume_deliveries).
+        self._drains_uncounted = limit is None
+        return super().consume(limit=limit, timeout=timeout,
+                               safety_interval=safety_interval, **kwargs)
+
     def itercapture(self, limit: int | None = None, timeout: float | None = None,
                     wakeup: bool = True) -> Iterator[Any]:
-        """Consume, yielding after each drain; ``limit`` counts drains, as in Celery."""
+        """Consume, yielding after each drain; ``limit`` counts drains, as in Celery
+        (without one, a drain may take several messages: every one already read)."""
         return self.consume(limit=limit, timeout=timeout, wakeup=wakeup)
 
     def capture(self, limit: int | None = None, timeout: float | None = None,
