@@ -162,7 +162,7 @@ def _reference(event, labels):
 _VALUES = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8),
                     st.lists(st.integers(), max_size=3))
 _KEYS = st.sampled_from(["hostname", "timestamp", "uuid", "name", "args", "kwargs", "clock",
-                         "result", "Type", "a", "z", "", "{b}", "c}{", 1, 2.5])
+                         "result", "Type", "a", "z", "", "{b}", "c}{", "%s", "a%", 1, 2.5])
 _EVENTS = st.builds(
     lambda type_, fields, ts, uuid: {**fields, "type": type_, "timestamp": ts, "uuid": uuid},
     st.one_of(st.sampled_from(sorted(EVENT_TYPES)), st.text(max_size=6)),
