@@ -34,7 +34,6 @@ from __future__ import annotations
 import binascii
 import time
 import uuid as _uuid
-from binascii import a2b_base64
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -59,6 +58,7 @@ from ..transport import (
     get_exchange,
     named_event_queue,
 )
+from ..utils.base64codec import decode as b64decode
 from ..utils.jsoncodec import DECODE_ERRORS
 from ..utils.jsoncodec import loads as json_loads
 from .ingest import EventPipeline
@@ -341,7 +341,7 @@ class EventReceiver(ConsumerMixin):
                 or properties.get("body_encoding") != BASE64 or body.__class__ is not str):
             return False
         try:
-            decoded = json_loads(a2b_base64(body))
+            decoded = json_loads(b64decode(body))
         except (binascii.Error, *DECODE_ERRORS) as exc:  # counted, never raised
             self._skip_undecodable(JSON_CONTENT_TYPE, exc)
             return True
