@@ -41,9 +41,10 @@ pings go unanswered); a read that fails disconnects, and an error reply is
 raised, as from ``read_response``.  What this relies on in
 redis-py is its hiredis parser's reader and socket read (``parser_class``,
 ``read_from_socket``), the same in redis-py 5 to 8; without hiredis, or on
-a TLS or Unix socket connection, each reply is read kombu's way.  Together
-with the envelopes, this takes a receiver's CPU per one-event message from
-about 35 to about 20 µs (``bench/receive.py --brokers redis --modes single``).
+a TLS or Unix socket connection, each reply is read kombu's way.  A
+receiver's CPU per one-event message: 33 to 50 µs before, 22 to 28 µs after,
+in paired runs (``bench/receive.py --brokers redis --modes single``: about
+0.45 of Celery's, then about 0.3).
 
 Only :meth:`App.connection_for_read <tidings.app.App.connection_for_read>`
 makes these connections, as it makes RabbitMQ's buffered ones.
