@@ -114,17 +114,21 @@ class BulkReadConnection(redis.Connection):
             kwargs.setdefault("parser_class", _BulkHiredisParser)
         super().__init__(*args, **kwargs)
 
+    @property
+    def reads_in_bulk(self) -> bool:
+        """Whether :meth:`read_replies` reads (its parser is hiredis's, ours)."""
+        return self._parser.__class__ is _BulkHiredisParser
+
     def read_replies(self) -> list[Any] | None:
         """Every reply complete after one read of the socket, or ``None`` when this
         connection's parser cannot (without hiredis): read one at a time then.
 
         As ``read_response``: a failed read disconnects, and the next health check
         is due ``health_check_interval`` after this read."""
-        parser = self._parser
-        if parser.__class__ is not _BulkHiredisParser:
+        if not self.reads_in_bulk:
             return None
         try:
-            replies = parser.read_replies()
+            replies = self._parser.read_replies()
         except OSError as exc:  # the socket's own errors, as read_response words them
             self.disconnect()
             raise RedisConnectionError(f"Error while reading from the socket: {exc.args}"
@@ -158,13 +162,12 @@ class RedisReadChannel(kombu_redis.Channel):
             return super()._receive()
         self._pacer.pace()  # a receiver's: paced (see .pacing)
         c = self.subclient
-        read_replies = getattr(c.connection, "read_replies", None)
+        conn = c.connection
+        read_replies = getattr(conn, "read_replies", None)
         try:
-            if read_replies is None:
-                replies = None
-            else:
+            if getattr(conn, "reads_in_bulk", False):  # else parse_response checks it
                 c.check_health()  # a PING when nothing was read for a while, as redis-py's
-                replies = read_replies()
+            replies = read_replies() if read_replies is not None else None
         except self.connection_errors:
             self._in_listen = None
             raise
