@@ -570,6 +570,20 @@ def test_reads_by_time_that_drop_what_they_pass_stay_exact(data):
             == [t.uuid for t in expected]
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 400), min_size=150, max_size=400))
+def test_late_events_far_back_and_near_the_end_keep_time_order_exact(lateness):
+    """A long time order (past the stretch at its end searched first for a late key):
+    events arrive up to 400 clocks late, both within and beyond that stretch."""
+    s = State(max_tasks_in_memory=1000)
+    for n, late in enumerate(lateness):
+        clock = 1000 + n - late
+        s.event(ev("task-received", clock=clock, ts=1.0, local=1.0, uuid=f"t{n % 300}"))
+    for reverse, attr in ((True, "last_key"), (False, "first_key")):
+        expected = sorted(s.tasks.values(), key=lambda t: getattr(t, attr), reverse=reverse)
+        assert [u for u, _ in s.tasks_by_time(reverse=reverse)] == [t.uuid for t in expected]
+
+
 def test_tasks_removed_through_the_map_leave_time_order():
     """``del``/``pop``/``popitem``/``clear`` on ``State.tasks`` take the task out of
     ``tasks_by_time`` and the indexes too; a removed task keeps keys of the same value

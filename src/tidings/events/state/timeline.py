@@ -12,7 +12,9 @@ Why this shape:
 
 * Lamport clocks mostly grow in arrival order, so a new key is nearly
   always the largest: one ``append``.  A late event (a batch from another
-  worker, a retry) goes in with a binary search and an insert near the end.
+  worker, a retry) goes in with a binary search of the last few entries
+  (the whole list only when the key is older than all of them) and an
+  insert near the end.
 * A task's old key is not searched for and removed when it gets a new
   one: the old entry stays, and a walk skips it because the task's current
   key is another object (an identity test, no comparison).  A task that
@@ -58,6 +60,11 @@ STALE_SHARE = 1.5
 #: Stale entries tolerated beyond that (so a tiny State does not compact on
 #: every event).
 STALE_EXTRA = 64
+#: How far from the end a late key is first looked for.  Late keys are
+#: nearly always a few entries from the end (a batch from another worker);
+#: a binary search of the whole list of 150k entries touches 17 tuples
+#: spread over memory, about 0.8 µs of a 7 µs event.
+NEAR_END = 64
 #: Forgotten tasks that stale entries may keep alive, as a fraction of the
 #: tasks in the State (plus ``STALE_EXTRA``), before a compaction frees them.
 FORGOTTEN_SHARE = 4
@@ -96,7 +103,12 @@ class Timeline:
             entries.append(key)
             self._owners.append(task)
         else:
-            at = bisect_right(entries, key)
+            # a late key belongs near the end: search the last NEAR_END entries
+            # (hot in the cache) when the key is not older than all of them
+            lo = len(entries) - NEAR_END
+            if lo <= 0 or entries[lo - 1] > key:
+                lo = 0
+            at = bisect_right(entries, key, lo)
             entries.insert(at, key)
             self._owners.insert(at, task)
         if len(entries) > len(self._tasks) * STALE_SHARE + STALE_EXTRA:
