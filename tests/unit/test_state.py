@@ -531,6 +531,19 @@ def test_a_task_keeps_one_copy_of_its_id_and_of_shared_texts():
     assert other.tasks[key].name is task.name and other.tasks[key].queue is task.queue
 
 
+def test_tasks_share_their_workers_name_across_its_heartbeats():
+    """Each heartbeat brings its own copy of the worker's name; the worker keeps
+    its first, so its tasks hold one copy however many heartbeats come between."""
+    import json
+
+    s = State()
+    for n in range(3):
+        s.event(json.loads(json.dumps(ev("worker-heartbeat", clock=2 * n, freq=2.0))))
+        s.event(json.loads(json.dumps(ev("task-started", clock=2 * n + 1, uuid=f"t{n}"))))
+    worker = s.workers["w1@h"]
+    assert all(s.tasks[f"t{n}"].hostname is worker.hostname for n in range(3))
+
+
 def test_pids_and_utc_offsets_are_shared_but_keep_their_type():
     import json
 

@@ -136,6 +136,10 @@ class Reducer:
                 created = False  # a throw-away object: an unknown worker left
             else:
                 self._store_worker(hostname, worker)
+        else:
+            # the worker keeps its copy of its name, which its tasks share, rather
+            # than taking each heartbeat's (a copy per task between heartbeats)
+            event["hostname"] = worker.hostname
         worker.event(subject, timestamp, local_received, event)
         if self.on_node_join and (created or subject == "online"):
             self.on_node_join(worker)
