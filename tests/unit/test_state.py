@@ -434,6 +434,35 @@ def test_a_subclass_attributes_are_protected_from_event_keys():
     assert plain.tasks["a"].summary == "kept"
 
 
+class GuardedTask(Task):
+    _protected = Task._protected | {"result"}
+
+
+def test_events_of_one_shape_are_applied_alike_by_the_generated_setter():
+    """An event made only of protocol names is applied in one generated statement; any
+    other name (one that folds to a protocol name in Python source, a name a subclass
+    protects) is not, and is applied (or refused) key by key, as before."""
+    from tidings.events.state.keys import SHAPE_CACHE_MAX
+
+    s = State()
+    s.event(ev("task-received", uuid="a", name="n", args="()"))
+    s.event(ev("task-received", uuid="b", name="n", args="()"))
+    shape = tuple(ev("task-received", uuid="a", name="n", args="()"))
+    assert Task._keys.setters[shape] is not None
+    assert s.tasks["b"].name == "n" and s.tasks["b"].args == "()" and s.tasks["b"].clock == 1
+    # "\uff53tate" is "state" once Python source folds it (NFKC): never generated code
+    s.event(ev("task-started", uuid="a", **{"\uff53tate": "EVIL"}))
+    assert s.tasks["a"].state == "STARTED" and s.tasks["a"].__dict__["\uff53tate"] == "EVIL"
+    assert Task._keys.setters[tuple(ev("task-started", **{"uuid": 0, "\uff53tate": 0}))] is None
+    guarded = State()
+    guarded.Task = GuardedTask
+    guarded.event(ev("task-succeeded", uuid="a", result="evil", runtime=1.0))
+    assert guarded.tasks["a"].result is None and guarded.tasks["a"].runtime == 1.0
+    for n in range(SHAPE_CACHE_MAX + 50):  # ever-new shapes: the cache stays bounded
+        s.event(ev("task-started", uuid="a", **{f"custom{n}": n}))
+    assert len(Task._keys.setters) <= SHAPE_CACHE_MAX and s.tasks["a"].custom300 == 300
+
+
 class SlottedTask(Task):
     __slots__ = ("seen_by",)
 

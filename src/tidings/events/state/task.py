@@ -18,7 +18,7 @@ from ...protocol.events import (
     TASK_INFO_FIELDS,
     TASK_TIME_FIELDS,
 )
-from .keys import KeyPolicy
+from .keys import KeyPolicy, slots_setter
 
 if TYPE_CHECKING:
     from .cluster import State
@@ -57,27 +57,16 @@ SLOT_FIELDS = tuple(f for f in TASK_DEFAULTS if f not in RARE_FIELDS)
 #: ``(clock, origin, timestamp, uuid)`` of the task's earliest and latest
 #: events: time order sorts on them (see :mod:`.timeline`).
 _INTERNAL = ("uuid", "cluster_state", "_children", "first_key", "last_key")
-
-
-def _slots_setter(names: tuple[str, ...]) -> Callable[[Any, tuple], None]:
-    """``set(obj, values)``: ``obj.<name> = value`` for each of ``names``, in one statement.
-
-    Generated (as :mod:`dataclasses` generates ``__init__``) because one
-    unpacking assignment is several times faster than a loop of ``setattr``.
-    The names are the protocol table's identifiers, never event data.
-    """
-    assert all(name.isidentifier() for name in names)
-    namespace: dict[str, Any] = {}
-    targets = ", ".join(f"obj.{name}" for name in names)
-    exec(f"def set_slots(obj, values):\n    {targets}, = values", namespace)
-    return namespace["set_slots"]
+#: The protocol's names for a task's fields: events made only of these (and
+#: allowed) are applied by a generated setter (:meth:`~.keys.KeyPolicy.setter`).
+_NAMED = frozenset(TASK_DEFAULTS) | {"uuid"}
 
 
 #: Every slot holds a value from the start (the defaults above), so reads
 #: never need a Python ``__getattr__`` fallback and a task's fields come out
 #: in one C call (``_ALL_VALUES``): ``as_dict()``, pickles and copies cost a
 #: fraction of a per-field fallback.
-_set_fields = _slots_setter(SLOT_FIELDS)
+_set_fields = slots_setter(SLOT_FIELDS)
 _DEFAULT_VALUES = tuple(TASK_DEFAULTS[f] for f in SLOT_FIELDS)
 
 
@@ -106,7 +95,7 @@ class Task:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls._keys = KeyPolicy(cls, cls._protected)
+        cls._keys = KeyPolicy(cls, cls._protected, _NAMED)
 
     def __init__(self, uuid: str | None = None, cluster_state: State | None = None,
                  children: Iterable[Any] | None = None, **kwargs: Any) -> None:
@@ -147,7 +136,11 @@ class Task:
                     setattr(self, key, value)
             return
         self.state = state
-        if fields.keys() <= keys.ok:
+        shape = tuple(fields)
+        setter = keys.setters.get(shape) or keys.setter(shape)
+        if setter is not None:
+            setter(self, tuple(fields.values()))
+        elif fields.keys() <= keys.ok:
             for key, value in fields.items():
                 setattr(self, key, value)
         else:
@@ -253,7 +246,7 @@ class Task:
             self._children.add(uuid)
 
 
-Task._keys = KeyPolicy(Task, Task._protected)
+Task._keys = KeyPolicy(Task, Task._protected, _NAMED)
 for _name in sorted(RARE_FIELDS):
     setattr(Task, _name, TASK_DEFAULTS[_name])
 
@@ -265,7 +258,7 @@ _DICT_SOURCES = {"root": "root_id", "parent": "parent_id"}
 def _dict_builder(fields: tuple[str, ...]) -> Callable[[Task], dict[str, Any]]:
     """``build(task)``: the task's ``as_dict()``, one dict display of ``fields`` in order.
 
-    Generated (as :func:`_slots_setter`) because one display, its keys
+    Generated (as :func:`~.keys.slots_setter`) because one display, its keys
     constant and its values slot reads, costs less than a tuple of the
     values zipped into a dict (about 12 % over 100k tasks; the fresh
     ``children`` list each dict needs keeps most of the cost).  The names
@@ -288,7 +281,7 @@ _as_dict = _dict_builder(TASK_DICT_FIELDS)
 #: fields a task has are in its ``__dict__``).
 _PICKLED = ("uuid", *SLOT_FIELDS)
 _ALL_VALUES = attrgetter(*_PICKLED)
-_set_pickled = _slots_setter(_PICKLED)
+_set_pickled = slots_setter(_PICKLED)
 
 
 def _rebuild_task(cls: type, values: tuple, children: list | None, first: Any, last: Any,
