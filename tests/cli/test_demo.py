@@ -2,6 +2,7 @@
 
 import os
 import signal
+import time
 
 import pytest
 
@@ -55,32 +56,52 @@ def alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGKILL],
-                         ids=lambda s: s.name)
-def test_the_demos_workers_die_with_it(sig, tmp_path):
-    """However the demo ends, its workers and their pool children end too."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")}
-    env["TIDINGS_BROKER_DATA_DIR"] = str(tmp_path / "broker")
-    env["PYTHONPATH"] = str(ROOT)
-    demo = Running(["demo", "--dump"], env, tmp_path)
-    family: set[int] = set()
+SIGNALS = [signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGKILL]
+
+
+@pytest.fixture(scope="module")
+def signalled_demos(tmp_path_factory):
+    """A demo per signal, all running at once, each sent its signal once both its
+    workers run tasks (a long one among them: a warm shutdown waits for it, and
+    the demo kills a worker after 30 s): ``{sig: (demo, its processes, when the
+    signal went)}``.
+
+    Together, the four shutdowns take the time of one (about 40 s each).
+    """
+    demos = {}
+    families: dict[int, set[int]] = {}
+    sent_at: dict[int, float] = {}
     try:
-        # both workers online and running tasks (a long one among them: a warm
-        # shutdown waits for it, and the demo kills a worker after 30 s)
-        assert wait_for(lambda: demo.stdout.count("] started:") >= 2
-                        and "task started: demo.render_report" in demo.stdout, 60), \
-            demo.stderr
-        # 2 workers, 2 prefork children each (a child being replaced after a
-        # terminated task is briefly missing: wait until all are there)
-        assert wait_for(lambda: len(descendants(demo.proc.pid)) >= 6, 30), \
-            descendants(demo.proc.pid)
-        family = descendants(demo.proc.pid)
-        demo.proc.send_signal(sig)
-        demo.proc.wait(90)
-        assert wait_for(lambda: not any(alive(p) for p in family), 40), \
-            [p for p in family if alive(p)]
+        for sig in SIGNALS:
+            tmp_path = tmp_path_factory.mktemp(f"demo-{sig.name}")
+            env = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")}
+            env["TIDINGS_BROKER_DATA_DIR"] = str(tmp_path / "broker")
+            env["PYTHONPATH"] = str(ROOT)
+            demos[sig] = Running(["demo", "--dump"], env, tmp_path)
+        for sig, demo in demos.items():
+            assert wait_for(lambda d=demo: d.stdout.count("] started:") >= 2
+                            and "task started: demo.render_report" in d.stdout, 90), \
+                demo.stderr
+            # 2 workers, 2 prefork children each (a child being replaced after a
+            # terminated task is briefly missing: wait until all are there)
+            assert wait_for(lambda d=demo: len(descendants(d.proc.pid)) >= 6, 30), \
+                descendants(demo.proc.pid)
+            families[sig] = descendants(demo.proc.pid)
+            demo.proc.send_signal(sig)
+            sent_at[sig] = time.monotonic()
+        yield {sig: (demo, families[sig], sent_at[sig]) for sig, demo in demos.items()}
     finally:
-        demo.stop(signal.SIGKILL)
-        for pid in family:  # whatever survived a failed test
+        for demo in demos.values():
+            demo.stop(signal.SIGKILL)
+        for pid in set().union(*families.values()):  # whatever survived a failed test
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
+def test_the_demos_workers_die_with_it(sig, signalled_demos):
+    """However the demo ends, its workers and their pool children end too."""
+    demo, family, sent_at = signalled_demos[sig]
+    demo.proc.wait(max(0.1, sent_at + 90 - time.monotonic()))  # 90 s after its signal
+    assert wait_for(lambda: not any(alive(p) for p in family), 40), \
+        [p for p in family if alive(p)]
