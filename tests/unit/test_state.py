@@ -438,29 +438,42 @@ class GuardedTask(Task):
     _protected = Task._protected | {"result"}
 
 
-def test_events_of_one_shape_are_applied_alike_by_the_generated_setter():
+class ShapedTask(Task):
+    """A class of its own: its shape cache starts empty whatever other tests sent."""
+
+
+def test_events_of_one_shape_are_applied_alike_by_the_generated_setter(monkeypatch):
     """An event made only of protocol names is applied in one generated statement; any
     other name (one that folds to a protocol name in Python source, a name a subclass
     protects) is not, and is applied (or refused) key by key, as before."""
-    from tidings.events.state.keys import SHAPE_CACHE_MAX
+    from tidings.events.state import keys
 
+    made = []  # the shapes code was generated for
+    real = keys.slots_setter
+    monkeypatch.setattr(keys, "slots_setter", lambda names: made.append(names) or real(names))
     s = State()
+    s.Task = ShapedTask
+    shapes = ShapedTask._keys.setters
     s.event(ev("task-received", uuid="a", name="n", args="()"))
     s.event(ev("task-received", uuid="b", name="n", args="()"))
-    shape = tuple(ev("task-received", uuid="a", name="n", args="()"))
-    assert Task._keys.setters[shape] is not None
+    assert shapes[tuple(ev("task-received", uuid="a", name="n", args="()"))] is not None
     assert s.tasks["b"].name == "n" and s.tasks["b"].args == "()" and s.tasks["b"].clock == 1
     # "\uff53tate" is "state" once Python source folds it (NFKC): never generated code
     s.event(ev("task-started", uuid="a", **{"\uff53tate": "EVIL"}))
     assert s.tasks["a"].state == "STARTED" and s.tasks["a"].__dict__["\uff53tate"] == "EVIL"
-    assert Task._keys.setters[tuple(ev("task-started", **{"uuid": 0, "\uff53tate": 0}))] is None
+    assert shapes[tuple(ev("task-started", **{"uuid": 0, "\uff53tate": 0}))] is None
     guarded = State()
     guarded.Task = GuardedTask
     guarded.event(ev("task-succeeded", uuid="a", result="evil", runtime=1.0))
     assert guarded.tasks["a"].result is None and guarded.tasks["a"].runtime == 1.0
-    for n in range(SHAPE_CACHE_MAX + 50):  # ever-new shapes: the cache stays bounded
+    assert len(made) == 1  # one shape of protocol names so far
+    for n in range(keys.SHAPE_CACHE_MAX + 50):  # ever-new shapes: the cache stays bounded
         s.event(ev("task-started", uuid="a", **{f"custom{n}": n}))
-    assert len(Task._keys.setters) <= SHAPE_CACHE_MAX and s.tasks["a"].custom300 == 300
+    assert len(shapes) == keys.SHAPE_CACHE_MAX and s.tasks["a"].custom300 == 300
+    # once full, a new shape of protocol names gets no code, and is applied all the same
+    s.event({"type": "task-succeeded", "uuid": "b", "result": "3", "clock": 9,
+             "hostname": "w1@h", "timestamp": 2.0, "local_received": 2.0})
+    assert len(made) == 1 and s.tasks["b"].result == "3" and s.tasks["b"].state == "SUCCESS"
 
 
 class SlottedTask(Task):

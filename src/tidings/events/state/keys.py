@@ -22,7 +22,8 @@ __all__ = ["KeyPolicy", "slots_setter"]
 #: Key names remembered per class; a stream of random keys cannot grow it past this.
 KEY_CACHE_MAX = 4096
 #: Event shapes remembered per class, each with its setter (or ``None``); past
-#: this, events of new shapes are applied key by key.
+#: this, events of new shapes are applied key by key (the shapes already
+#: remembered keep their setters).
 SHAPE_CACHE_MAX = 256
 
 
@@ -84,9 +85,12 @@ class KeyPolicy:
             return self.setters[shape]
         except KeyError:
             pass
+        if len(self.setters) >= SHAPE_CACHE_MAX:
+            # past the bound, new shapes go key by key: no code is made per event,
+            # whatever shapes a sender invents
+            return None
         named, allowed = self.named, self.allowed
         setter = (slots_setter(shape)
                   if shape and all(key in named and allowed(key) for key in shape) else None)
-        if len(self.setters) < SHAPE_CACHE_MAX:
-            self.setters[shape] = setter
+        self.setters[shape] = setter
         return setter
