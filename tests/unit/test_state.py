@@ -450,7 +450,8 @@ def test_events_of_one_shape_are_applied_alike_by_the_generated_setter(monkeypat
 
     made = []  # the shapes code was generated for
     real = keys.slots_setter
-    monkeypatch.setattr(keys, "slots_setter", lambda names: made.append(names) or real(names))
+    monkeypatch.setattr(keys, "slots_setter",
+                        lambda names, *sparse: made.append(names) or real(names, *sparse))
     s = State()
     s.Task = ShapedTask
     shapes = ShapedTask._keys.setters
@@ -711,6 +712,45 @@ def test_task_indexes_match_a_scan_of_the_tasks(data):
         assert sorted(index.keys()) == sorted(expected) and len(index) == len(expected)
         assert {k: index.ids(k) for k in index} == \
             {k: {t.uuid for t in v} for k, v in expected.items()}
+
+
+class SparseTask(Task):
+    """A class of its own: its shape cache starts empty whatever other tests sent."""
+
+
+def test_fields_most_tasks_leave_at_none_take_no_dict_until_they_hold_a_value():
+    """``eta``, ``expires`` and a failure's fields are not slots: the ``None`` that
+    sent and received events carry stores nothing; a value is kept, read, copied,
+    pickled and overwritten (even by ``None``) like any field's."""
+    import pickle
+
+    from tidings.events.state.task import SPARSE_FIELDS
+
+    assert {"eta", "expires", "exception", "traceback", "failed"} == SPARSE_FIELDS
+    assert not SPARSE_FIELDS & set(Task.__slots__)
+    s = State()
+    s.Task = SparseTask
+    s.event(ev("task-received", clock=1, uuid="e", name="n", eta=None, expires=None))
+    assert s.tasks["e"].__dict__ == {}  # applied by the generated setter
+    s.event(ev("task-started", clock=2, uuid="a"))  # the received event comes late
+    for clock, type_ in ((1, "task-received"), (0, "task-sent")):
+        s.event(ev(type_, clock=clock, uuid="a", name="n", eta=None, expires=None))
+    task_flow(s, "b", clock=5)
+    s.event(ev("task-received", clock=9, uuid="b", eta=None, expires=None))
+    assert s.tasks["a"].__dict__ == {} and s.tasks["b"].__dict__ == {}
+    assert s.tasks["a"].eta is None and s.tasks["a"].as_dict()["expires"] is None
+    s.event(ev("task-received", clock=10, uuid="c", eta="2026-12-06T10:00:00"))
+    task_flow(s, "d", clock=11, final="failed")
+    c, d = s.tasks["c"], s.tasks["d"]
+    assert c.eta == "2026-12-06T10:00:00" and c.__dict__ == {"eta": c.eta}
+    assert d.exception == "KeyError('x')" and d.failed == 1002.0 and d.traceback
+    copies = s.copy_changes().tasks
+    loaded = pickle.loads(pickle.dumps(s))
+    for task in (c, d):
+        assert copies[task.uuid].as_dict() == task.as_dict()
+        assert loaded.tasks[task.uuid].as_dict() == task.as_dict()
+    s.event(ev("task-received", clock=20, uuid="c", eta=None))  # a value, then None
+    assert c.eta is None
 
 
 def test_fields_of_rare_states_read_copy_and_pickle_like_the_others():

@@ -27,31 +27,43 @@ KEY_CACHE_MAX = 4096
 SHAPE_CACHE_MAX = 256
 
 
-def slots_setter(names: tuple[str, ...]) -> Callable[[Any, tuple], None]:
+def slots_setter(names: tuple[str, ...], sparse: Iterable[str] = ()
+                 ) -> Callable[[Any, tuple], None]:
     """``set(obj, values)``: ``obj.<name> = value`` for each of ``names``, in one statement.
 
     Generated (as :mod:`dataclasses` generates ``__init__``) because one
     unpacking assignment is several times faster than a loop of ``setattr``.
+    A name in ``sparse`` (a field most objects leave at ``None``, kept in
+    their ``__dict__`` when set) is set only when the value or the field is
+    not ``None``: the same outcome, without a ``__dict__`` for a ``None``.
     The names are the protocol table's identifiers, never event data: an
     event's keys reach here only when each is one of them (:meth:`KeyPolicy.setter`).
     """
     assert names and all(name.isascii() and name.isidentifier() for name in names)
+    sparse = frozenset(sparse)
+    targets = ", ".join(f"_{n}" if name in sparse else f"obj.{name}"
+                        for n, name in enumerate(names))
+    lines = [f"    {targets}, = values"]
+    lines += [f"    if _{n} is not None or obj.{name} is not None:\n        obj.{name} = _{n}"
+              for n, name in enumerate(names) if name in sparse]
     namespace: dict[str, Any] = {}
-    targets = ", ".join(f"obj.{name}" for name in names)
-    exec(f"def set_slots(obj, values):\n    {targets}, = values", namespace)
+    exec("def set_slots(obj, values):\n" + "\n".join(lines), namespace)
     return namespace["set_slots"]
 
 
 class KeyPolicy:
     """Decides once per key name whether events may set it on ``cls`` instances."""
 
-    __slots__ = ("cache", "cls", "named", "ok", "protected", "setters")
+    __slots__ = ("cache", "cls", "named", "ok", "protected", "setters", "sparse")
 
-    def __init__(self, cls: type, protected: Iterable[str], named: Iterable[str] = ()) -> None:
+    def __init__(self, cls: type, protected: Iterable[str], named: Iterable[str] = (),
+                 sparse: Iterable[str] = ()) -> None:
         self.cls = cls
         self.protected = frozenset(protected)
         #: The protocol's names: a shape of them (each also allowed) gets a setter.
         self.named = frozenset(named)
+        #: Names whose ``None`` a setter does not store (see :func:`slots_setter`).
+        self.sparse = frozenset(sparse)
         #: Event shape (its keys, in order) -> its setter, or ``None``.
         self.setters: dict[tuple, Callable[[Any, tuple], None] | None] = {}
         self.cache: dict[str, bool] = {}
@@ -90,7 +102,7 @@ class KeyPolicy:
             # whatever shapes a sender invents
             return None
         named, allowed = self.named, self.allowed
-        setter = (slots_setter(shape)
+        setter = (slots_setter(shape, self.sparse)
                   if shape and all(key in named and allowed(key) for key in shape) else None)
         self.setters[shape] = setter
         return setter

@@ -50,8 +50,16 @@ _COMMON_FIELDS = {f for t in TASK_EVENT_TYPES if EVENT_TYPES[t].subject not in _
 RARE_FIELDS = frozenset(
     (*_RARE_SUBJECTS, *(f for t in _RARE_SUBJECTS for f in EVENT_TYPES[f"task-{t}"].fields
                         if f not in _COMMON_FIELDS)))
+#: Fields most tasks leave at ``None``: the ``eta`` and ``expires`` of a
+#: postponed or expiring task, a failure's ``exception``, ``traceback`` and
+#: time.  Class defaults as well, but events often carry them as ``None``
+#: (every ``task-sent`` and ``task-received`` has ``eta`` and ``expires``):
+#: an event's ``None`` leaves a task that has no value as it is (see
+#: :func:`~.keys.slots_setter`), so a task keeps a ``__dict__`` for them only
+#: once one holds a value.  40 bytes less for each task that never fails.
+SPARSE_FIELDS = frozenset({"eta", "expires", "exception", "traceback", "failed"})
 #: The fields with a slot, in slot order.
-SLOT_FIELDS = tuple(f for f in TASK_DEFAULTS if f not in RARE_FIELDS)
+SLOT_FIELDS = tuple(f for f in TASK_DEFAULTS if f not in RARE_FIELDS | SPARSE_FIELDS)
 
 #: Slots that events never set.  ``first_key``/``last_key`` are the sort keys
 #: ``(clock, origin, timestamp, uuid)`` of the task's earliest and latest
@@ -95,7 +103,7 @@ class Task:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls._keys = KeyPolicy(cls, cls._protected, _NAMED)
+        cls._keys = KeyPolicy(cls, cls._protected, _NAMED, SPARSE_FIELDS)
 
     def __init__(self, uuid: str | None = None, cluster_state: State | None = None,
                  children: Iterable[Any] | None = None, **kwargs: Any) -> None:
@@ -129,10 +137,12 @@ class Task:
                 and _RANK.get(state, _UNKNOWN_RANK) > _RANK.get(current, _UNKNOWN_RANK)):
             # A late event: take its data, keep the newer event's metadata.
             rule = self.merge_rules.get(state)
-            ok = keys.ok
+            ok, sparse = keys.ok, keys.sparse
             for key, value in fields.items():
                 if (key not in _META and (rule is None or key in rule)
-                        and (key in ok or allowed(key))):
+                        and (key in ok or allowed(key))
+                        and (value is not None or key not in sparse
+                             or getattr(self, key) is not None)):
                     setattr(self, key, value)
             return
         self.state = state
@@ -140,12 +150,13 @@ class Task:
         setter = keys.setters.get(shape) or keys.setter(shape)
         if setter is not None:
             setter(self, tuple(fields.values()))
-        elif fields.keys() <= keys.ok:
+        else:  # key by key (the same outcome as a setter's, see .keys.slots_setter)
+            known = fields.keys() <= keys.ok
+            sparse = keys.sparse
             for key, value in fields.items():
-                setattr(self, key, value)
-        else:
-            for key, value in fields.items():
-                if allowed(key):
+                if ((known or allowed(key))
+                        and (value is not None or key not in sparse
+                             or getattr(self, key) is not None)):
                     setattr(self, key, value)
         self.timestamp = timestamp
 
@@ -246,8 +257,8 @@ class Task:
             self._children.add(uuid)
 
 
-Task._keys = KeyPolicy(Task, Task._protected, _NAMED)
-for _name in sorted(RARE_FIELDS):
+Task._keys = KeyPolicy(Task, Task._protected, _NAMED, SPARSE_FIELDS)
+for _name in sorted(RARE_FIELDS | SPARSE_FIELDS):
     setattr(Task, _name, TASK_DEFAULTS[_name])
 
 _COPIED = ("uuid", "first_key", "last_key", *SLOT_FIELDS)
