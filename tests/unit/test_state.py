@@ -118,6 +118,35 @@ def test_heartbeats_keep_four_newest_sorted():
     assert w.heartbeats == [12.0, 13.0, 14.0, 15.0]
 
 
+class _Warned:
+    def __init__(self):
+        self.drifts = []
+
+    def warn(self, hostname, drift, local_received, timestamp):
+        self.drifts.append(drift)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.integers(0, 2 * 10**9), st.floats(0, 1, exclude_max=True),
+       st.integers(-19, 18), st.floats(0, 1, exclude_max=True),
+       st.sampled_from([0.0, 1e-7, -1e-7]))
+def test_drift_is_celerys_whole_seconds_near_the_limit_too(seconds, fraction, whole, part,
+                                                           nudge):
+    """A worker warns exactly when Celery's ``abs(int(local) - int(sent))`` passes the
+    limit (times close enough apart skip that arithmetic)."""
+    from tidings.protocol.events import HEARTBEAT_DRIFT_MAX
+
+    local = seconds + fraction
+    sent = local - (whole + part) + nudge
+    if not local or not sent:
+        return
+    w = Worker("h")
+    w.drift_warnings = _Warned()
+    w.event("heartbeat", sent, local)
+    expected = abs(int(local) - int(sent))
+    assert w.drift_warnings.drifts == ([expected] if expected > HEARTBEAT_DRIFT_MAX else [])
+
+
 def test_drift_warning_once_per_host(caplog):
     w = Worker("drifty@h")
     w.event("heartbeat", 1000.0, 1040.0)

@@ -20,6 +20,11 @@ from .keys import KeyPolicy
 
 __all__ = ["DriftWarnings", "Worker", "heartbeat_expires"]
 
+#: Seconds apart below which two times cannot be more than ``HEARTBEAT_DRIFT_MAX``
+#: whole seconds apart (truncating adds less than one; one more second of margin
+#: for the rounding of a float difference).
+_DRIFT_SURE = HEARTBEAT_DRIFT_MAX - 1
+
 logger = logging.getLogger("tidings.events.state")
 
 DRIFT_WARNING = (
@@ -143,10 +148,15 @@ class Worker:
             return
         if not local_received or not timestamp:
             return
-        # Celery's int() arithmetic, which raises on NaN and infinities: those
-        # (attacker-controlled) timestamps count as infinite drift instead.
-        drift = (abs(int(local_received) - int(timestamp)) if math.isfinite(timestamp)
-                 else math.inf)
+        # Times less than _DRIFT_SURE apart cannot be more than the maximum apart
+        # in whole seconds: the common case skips Celery's int() arithmetic, which
+        # raises on NaN and infinities (those attacker-controlled timestamps count
+        # as infinite drift instead).
+        if not -_DRIFT_SURE < local_received - timestamp < _DRIFT_SURE:
+            drift = (abs(int(local_received) - int(timestamp)) if math.isfinite(timestamp)
+                     else math.inf)
+        else:
+            drift = 0
         if drift > HEARTBEAT_DRIFT_MAX:
             memory = self.drift_warnings
             if memory is None:
