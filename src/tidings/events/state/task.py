@@ -132,12 +132,11 @@ class Task:
             state = type_.upper()  # custom state, e.g. PROGRESS
         current = self.state
         keys = self._keys
-        allowed = keys.allowed
         if (state != RETRY and current != RETRY
                 and _RANK.get(state, _UNKNOWN_RANK) > _RANK.get(current, _UNKNOWN_RANK)):
             # A late event: take its data, keep the newer event's metadata.
             rule = self.merge_rules.get(state)
-            ok, sparse = keys.ok, keys.sparse
+            ok, sparse, allowed = keys.ok, keys.sparse, keys.allowed
             for key, value in fields.items():
                 if (key not in _META and (rule is None or key in rule)
                         and (key in ok or allowed(key))
@@ -152,7 +151,7 @@ class Task:
             setter(self, tuple(fields.values()))
         else:  # key by key (the same outcome as a setter's, see .keys.slots_setter)
             known = fields.keys() <= keys.ok
-            sparse = keys.sparse
+            sparse, allowed = keys.sparse, keys.allowed
             for key, value in fields.items():
                 if ((known or allowed(key))
                         and (value is not None or key not in sparse
