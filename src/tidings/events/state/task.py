@@ -84,8 +84,9 @@ class Task:
     Fields not set by any event read as Celery's defaults (``None``;
     ``state`` ``PENDING``; ``clock`` 0).  Each common field is a slot, set
     to its default when the task is made: it costs no more memory than an
-    unset slot.  The fields of rare states (``RARE_FIELDS``) read as a
-    class attribute until set.
+    unset slot.  The fields of rare states (``RARE_FIELDS``) and those most
+    tasks leave at ``None`` (``SPARSE_FIELDS``) read as a class attribute
+    until set.
     """
 
     __slots__ = (*_INTERNAL, *SLOT_FIELDS, "__dict__", "__weakref__")
