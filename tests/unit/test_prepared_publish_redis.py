@@ -13,7 +13,7 @@ import uuid
 from contextlib import contextmanager
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from kombu import Connection, Exchange, Producer
 
@@ -86,6 +86,8 @@ def redis_channel(redis_url):
        content_type=st.sampled_from(["application/json", "é/ü"]),
        delivery_mode=st.sampled_from([1, 2]), name=st.text(max_size=20),
        routing_key=st.text(max_size=20))
+@example(headers={}, last="", seq=0, body=b"", content_type="application/json",
+         delivery_mode=1, name="", routing_key="\x00seq")  # a placeholder's text
 def test_the_message_is_kombus(redis_url, redis_channel, headers, last, seq, body,
                                content_type, delivery_mode, name, routing_key):
     """kombu publishes a message; ours for the same event is the same bytes, to the same
@@ -101,8 +103,15 @@ def test_the_message_is_kombus(redis_url, redis_channel, headers, last, seq, bod
         (theirs,) = _take(pubsub, 1)
     prefix = channel.keyprefix_fanout
     topic = f"{prefix}{exchange.name}/{routing_key}" if routing_key else prefix + exchange.name
-    template = module._template(topic, exchange.name, routing_key, content_type, "utf-8",
-                                tuple(headers.items()), last, delivery_mode)
+    try:
+        template = module._template(topic, exchange.name, routing_key, content_type, "utf-8",
+                                    tuple(headers.items()), last, delivery_mode)
+    except ValueError:  # a text that is one of the template's placeholders: refused,
+        # and publish_redis then leaves the message to kombu (test_it_stands_aside...)
+        texts = {routing_key, exchange.name, content_type, last, *headers,
+                 *(v for v in headers.values() if isinstance(v, str))}
+        assert texts & {module._BODY, module._SEQ, module._TAG}
+        return
     ours_topic, ours = _payload(template.command(body, seq))
     assert ours_topic == theirs["channel"]
     assert TAG.sub(b"", ours) == TAG.sub(b"", theirs["data"])
