@@ -204,7 +204,10 @@ class RecentTasks:
     def newest(self, count: int | None) -> list[str]:
         """The ``count`` most recently changed ids (all of them for None), newest first."""
         with self._lock:
-            return list(itertools.islice(reversed(self._order), count))
+            order = self._order
+            if count is not None and count >= len(order):
+                count = None  # all of them (islice takes no count past sys.maxsize)
+            return list(itertools.islice(reversed(order), count))
 
 
 def _recent_matching(state: Any, recent: RecentTasks, test: Predicate, count: int | None
