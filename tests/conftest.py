@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -53,6 +55,14 @@ def need_broker(url: str) -> None:
     if REQUIRE_BROKERS:
         pytest.fail(f"broker required (TIDINGS_REQUIRE_BROKERS=1) but unreachable: {reason}")
     pytest.skip(f"broker unreachable: {reason}")
+
+
+def run_without(module: str, code: str) -> str:
+    """The output of ``code`` run by a fresh interpreter in which ``module`` cannot be
+    imported (an optional speed-up not installed); its errors come with a failure."""
+    out = subprocess.run([sys.executable, "-c", f"import sys; sys.modules[{module!r}] = None\n"
+                          + code], capture_output=True, text=True)
+    return out.stdout.strip() or out.stderr
 
 
 def unique(prefix: str) -> str:

@@ -2,13 +2,12 @@
 
 import base64
 import binascii
-import subprocess
-import sys
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.conftest import run_without
 from tidings.utils import base64codec
 
 
@@ -42,12 +41,9 @@ def test_edge_cases(text):
 
 
 def test_without_pybase64_the_standard_library_decodes():
-    code = ("import sys; sys.modules['pybase64'] = None\n"
-            "from tidings.utils import base64codec\n"
-            "assert not base64codec.FAST\n"
-            "print(base64codec.decode('YWJj\\n').decode())\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.stdout.strip() == "abc", out.stderr
+    assert run_without("pybase64", "from tidings.utils import base64codec\n"
+                                   "assert not base64codec.FAST\n"
+                                   "print(base64codec.decode('YWJj\\n').decode())\n") == "abc"
 
 
 def test_the_speedups_extra_is_in_use_here():

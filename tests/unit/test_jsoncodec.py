@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.conftest import run_without
 from tidings.utils import jsoncodec
 
 
@@ -92,17 +93,13 @@ def test_memoryview_input():
     assert jsoncodec.loads(memoryview(b'{"a": [1]}')) == {"a": [1]}
 
 
-def test_without_orjson_the_standard_library_decodes(tmp_path):
-    import subprocess
-    import sys
-
-    code = ("import sys; sys.modules['orjson'] = None\n"
-            "from tidings.utils import jsoncodec\n"
-            "assert not jsoncodec.FAST\n"
-            "assert jsoncodec.loads(b'[NaN, 18446744073709551616]')[1] == 2**64\n"
-            "try:\n    jsoncodec.loads(b'{')\nexcept jsoncodec.DECODE_ERRORS:\n    print('ok')\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.stdout.strip() == "ok", out.stderr
+def test_without_orjson_the_standard_library_decodes():
+    assert run_without("orjson", "from tidings.utils import jsoncodec\n"
+                                 "assert not jsoncodec.FAST\n"
+                                 "assert jsoncodec.loads(b'[NaN, 18446744073709551616]')[1]"
+                                 " == 2**64\n"
+                                 "try:\n    jsoncodec.loads(b'{')\n"
+                                 "except jsoncodec.DECODE_ERRORS:\n    print('ok')\n") == "ok"
 
 
 def test_the_speedups_extra_is_in_use_here():
