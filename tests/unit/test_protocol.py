@@ -180,3 +180,43 @@ def test_validation_remembered_by_layout_agrees_with_every_check(events):
     what the field-by-field checks do, whatever came before."""
     for event in events:
         assert _outcome(validate_event, event) == _outcome(_check, event), event
+
+
+def _stamp_one_by_one(events, clock, now):
+    """The receive rule written with kombu's own clock operations, event by event."""
+    for event in events:
+        if event["type"] == "task-sent":
+            event["clock"] = (clock.value or 1) - 1
+            clock.adjust(event["clock"])
+        elif event.get("clock") is None:
+            event["clock"] = clock.forward()
+        else:
+            clock.adjust(event["clock"])
+        event["local_received"] = now
+
+
+_clocks = st.one_of(st.none(), st.integers(0, 2**70))
+
+
+@settings(max_examples=300, deadline=None)
+@given(start=st.integers(0, 2**70),
+       batch=st.lists(st.tuples(st.sampled_from(["task-sent", "task-started", "worker-online"]),
+                                st.one_of(st.just("absent"), _clocks)), max_size=12))
+def test_a_batch_is_stamped_as_kombus_clock_would_one_event_at_a_time(start, batch):
+    from tidings.protocol.clock import LamportClock, stamp_batch
+
+    def events():
+        out = []
+        for type_, clock in batch:
+            event = {"type": type_, "uuid": "u"}
+            if clock != "absent" and (clock is not None or type_ == "task-sent"):
+                event["clock"] = clock
+            out.append(event)
+        return out
+
+    expected, got = events(), events()
+    theirs, ours = LamportClock(start), LamportClock(start)
+    _stamp_one_by_one(expected, theirs, 7.5)
+    stamp_batch(got, ours, 7.5)
+    assert got == expected
+    assert ours.value == theirs.value

@@ -54,6 +54,7 @@ def test_pipeline_counts_each_cause_and_keeps_the_good_elements_of_a_batch():
                     "clock": 5}])
     assert got == ["worker-online", "task-started"]
     assert dict(pipeline.errors) == {"not-an-object": 1, "missing-field": 1}
+    assert (pipeline.event_count, pipeline.handled) == (2, 2)
     ok, _ = pipeline.decode("{broken", "line 1")
     assert not ok and pipeline.errors["not-json"] == 1
 
@@ -72,3 +73,23 @@ def test_a_failing_handler_is_counted_and_the_next_event_still_arrives():
             {"type": "worker-heartbeat", "hostname": "h", "timestamp": 1.0, "clock": clock})))
     assert calls == [1, 2] and pipeline.errors == {"handler-error": 1}
     assert pipeline.event_count == 2 and pipeline.handled == 1
+
+
+def test_a_batch_shares_one_receive_time_and_a_failing_handler_loses_only_its_event():
+    seen = []
+
+    def handler(type_, event):
+        seen.append((event["clock"], event["local_received"]))
+        if event["clock"] == 3:
+            raise RuntimeError("boom")
+
+    times = iter([10.0, 20.0])
+    clock = App().clock
+    pipeline = EventPipeline(clock, handler)
+    batch = [{"type": "worker-heartbeat", "hostname": "h", "timestamp": 1.0, "clock": c}
+             for c in (2, 3, 4)]
+    pipeline.feed(batch, now=lambda: next(times))
+    assert seen == [(2, 10.0), (3, 10.0), (4, 10.0)]  # now() asked once for the batch
+    assert clock.value == 5
+    assert pipeline.errors == {"handler-error": 1}
+    assert (pipeline.event_count, pipeline.handled) == (3, 2)

@@ -6,8 +6,9 @@ through them every ``tidings events`` mode and monitor) runs the same steps:
 1. validate each event (a batch is validated element by element, so one
    bad element does not lose the rest);
 2. apply the receive-side Lamport clock rule and stamp ``local_received``
-   (:func:`~tidings.protocol.clock.stamp_received`);
-3. hand the event to the dispatch function;
+   (:func:`~tidings.protocol.clock.stamp_batch`: the good events of one
+   message at once, with one receive time, since they arrived together);
+3. hand each event to the dispatch function, in order;
 4. count whatever was skipped, by cause, and log each cause once.
 
 Causes: ``not-json``, ``content-disallowed``, ``not-an-object``,
@@ -27,7 +28,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from ..protocol.clock import stamp_received
+from ..protocol.clock import stamp_batch, stamp_received
 from ..protocol.events import CLIENT_CLOCK_SKEW, WORKER_GROUP, InvalidEvent, validate_event
 from ..protocol.loss import FINISHED_TYPES
 from ..utils.jsoncodec import DECODE_ERRORS
@@ -76,37 +77,57 @@ class EventPipeline:
     # -- feeding -------------------------------------------------------------------------
 
     def feed(self, body: Any, now: Callable[[], float] = time.time) -> None:
-        """One decoded message body: an event, or a batch (``<group>.multi``)."""
-        if isinstance(body, list):
-            for event in body:
-                self.feed_one(event, now)
-        else:
-            self.feed_one(body, now)
+        """One decoded message body: an event, or a batch (``<group>.multi``).
+
+        The events of a batch arrived together: they share one receive time
+        (``now()``, once) and are stamped together (:func:`stamp_batch`).
+        """
+        self._feed(body if isinstance(body, list) else (body,), now, True)
 
     def feed_one(self, event: Any, now: Callable[[], float] = time.time,
                  stamp: bool = True) -> None:
         """One event.  ``stamp=False`` for events a receiver already stamped (saved dumps)."""
-        try:
-            validate_event(event)
-        except InvalidEvent as exc:
-            self.skip(exc.cause, str(exc))
+        self._feed((event,), now, stamp)
+
+    def _feed(self, events: list[Any] | tuple[Any, ...], now: Callable[[], float],
+              stamp: bool) -> None:
+        """Validate each event (one bad element does not lose the rest), stamp the
+        good ones, then account for and dispatch each, in order."""
+        good = []
+        for event in events:
+            try:
+                validate_event(event)
+            except InvalidEvent as exc:
+                self.skip(exc.cause, str(exc))
+                continue
+            good.append(event)
+        if not good:
             return
         if stamp:
-            type_, event = self.stamp(event, now)
+            stamp_batch(good, self.clock, now())
         else:
-            type_ = event["type"]
-            event.setdefault("local_received", event.get("timestamp"))
-        if type_ in FINISHED_TYPES:
-            self.losses.task_finished(event.get("hostname"))
-        elif type_.startswith(_WORKER_PREFIX):
-            self.losses.worker_event(event)
-        self.event_count += 1
+            for event in good:
+                event.setdefault("local_received", event.get("timestamp"))
+        losses, dispatch = self.losses, self.dispatch
+        passed = handled = 0  # added to the counts at the end, even if a handler stops it
         try:
-            self.dispatch(type_, event)
-        except Exception as exc:
-            self.skip("handler-error", f"handler for {type_} raised {exc!r}", exc_info=True)
-            return
-        self.handled += 1
+            for event in good:
+                type_ = event["type"]
+                if type_ in FINISHED_TYPES:
+                    losses.task_finished(event.get("hostname"))
+                elif type_.startswith(_WORKER_PREFIX):
+                    losses.worker_event(event)
+                passed += 1
+                try:
+                    dispatch(type_, event)
+                except Exception as exc:
+                    self.skip("handler-error", f"handler for {type_} raised {exc!r}",
+                              exc_info=True)
+                    continue
+                handled += 1
+        finally:
+            self.event_count += passed
+            self.handled += handled
 
     def decode(self, text: str | bytes, where: str = "input") -> tuple[bool, Any]:
         """Decode JSON text: ``(True, object)``, or ``(False, None)`` counted as ``not-json``."""
