@@ -162,7 +162,8 @@ def _reference(event, labels):
 _VALUES = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8),
                     st.lists(st.integers(), max_size=3))
 _KEYS = st.sampled_from(["hostname", "timestamp", "uuid", "name", "args", "kwargs", "clock",
-                         "result", "Type", "a", "z", "", "{b}", "c}{", "%s", "a%", 1, 2.5])
+                         "result", "local_received", "Type", "a", "z", "", "{b}", "c}{",
+                         "%s", "a%", 1, 2.5])
 _EVENTS = st.builds(
     lambda type_, fields, ts, uuid: {**fields, "type": type_, "timestamp": ts, "uuid": uuid},
     st.one_of(st.sampled_from(sorted(EVENT_TYPES)), st.text(max_size=6)),
@@ -174,3 +175,17 @@ def test_dump_lines_are_the_plain_formatting(events):
     dumper, labels = Dumper(io.StringIO()), {}
     for event in events:
         assert dumper.format(event) == _reference(event, labels)
+
+
+def test_a_receive_time_is_printed_as_it_is_now_whether_shared_or_not():
+    dumper = Dumper(io.StringIO())
+    shared = 1795600000.1234567
+    first = {"hostname": "w", "timestamp": 1.0, "type": "worker-online", "local_received": shared}
+    assert dumper.format(first).endswith(f"local_received={shared}")
+    assert dumper.format(dict(first)).endswith(f"local_received={shared}")  # the same float
+    changing = [1.5]
+    odd = {**first, "local_received": changing}
+    assert dumper.format(odd).endswith("local_received=[1.5]")
+    changing.append(2)  # the same object, printed as it is now
+    assert dumper.format(odd).endswith("local_received=[1.5, 2]")
+    assert dumper.format({**first, "local_received": None}).endswith("local_received=None")

@@ -29,7 +29,13 @@ from collections.abc import Callable
 from typing import Any
 
 from ..protocol.clock import stamp_batch, stamp_received
-from ..protocol.events import CLIENT_CLOCK_SKEW, WORKER_GROUP, InvalidEvent, validate_event
+from ..protocol.events import (
+    CLIENT_CLOCK_SKEW,
+    LOCAL_RECEIVED,
+    WORKER_GROUP,
+    InvalidEvent,
+    validate_event,
+)
 from ..protocol.loss import FINISHED_TYPES
 from ..utils.jsoncodec import DECODE_ERRORS
 from ..utils.jsoncodec import loads as json_loads
@@ -107,7 +113,7 @@ class EventPipeline:
             stamp_batch(good, self.clock, now())
         else:
             for event in good:
-                event.setdefault("local_received", event.get("timestamp"))
+                event.setdefault(LOCAL_RECEIVED, event.get("timestamp"))
         losses, dispatch = self.losses, self.dispatch
         passed = handled = 0  # added to the counts at the end, even if a handler stops it
         try:

@@ -15,7 +15,7 @@ from typing import Any
 
 from kombu.clocks import LamportClock
 
-from .events import CLIENT_CLOCK_SKEW, TASK_SENT
+from .events import CLIENT_CLOCK_SKEW, LOCAL_RECEIVED, TASK_SENT
 
 __all__ = ["LamportClock", "default_clock", "stamp_batch", "stamp_received"]
 
@@ -54,7 +54,7 @@ def stamp_batch(events: Iterable[dict[str, Any]], clock: LamportClock, received:
                     theirs = value
                     event["clock"] = value + 1
             value = (value if value > theirs else theirs) + 1
-            event["local_received"] = received
+            event[LOCAL_RECEIVED] = received
         clock.value = value
 
 

@@ -154,8 +154,10 @@ TASK_SHARED_FIELDS = frozenset({"name", "queue", "exchange", "routing_key",
 #: Longer values are kept as they come (they rarely repeat).
 SHARED_TEXT_MAX = 256
 
+#: The key a receiver adds to every event it hands on: when it was received.
+LOCAL_RECEIVED = "local_received"
 #: Keys a receiver adds to every event it hands on.
-RECEIVER_FIELDS = ("local_received",)
+RECEIVER_FIELDS = (LOCAL_RECEIVED,)
 
 #: Keys that describe an event rather than its subject: a late event must
 #: not overwrite the newer event's values of these.
