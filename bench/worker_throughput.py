@@ -5,13 +5,14 @@ Two measures:
 * ``throughput``: for each implementation, pool (solo, prefork) and task
   events (off, on), publish ``--tasks`` messages (20k) to a fresh queue on
   RabbitMQ, start the worker, and time from its first consumed message
-  until the queue is empty;
+  until the queue is empty (``--repeat`` runs of each, interleaved: the
+  median);
 * ``delay``: a prefork worker with ``-E`` is sent ``--delay-rate`` tasks a
   second (333: about 1,000 task events/s) for ``--delay-seconds``; a
   receiver (``bench/publish.py``'s, the same for both) notes each task
   event's delay from its ``timestamp`` to its arrival: p50 and p99.
 
-    python bench/worker_throughput.py [--tasks 20000] [--measures throughput,delay]
+    python bench/worker_throughput.py [--tasks 20000] [--measures throughput,delay] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -144,6 +146,7 @@ def main() -> None:
     parser.add_argument("--measures", default="throughput,delay")
     parser.add_argument("--delay-rate", type=float, default=333.0, help="tasks/s")
     parser.add_argument("--delay-seconds", type=float, default=10.0)
+    parser.add_argument("--repeat", type=int, default=3, help="throughput runs, median")
     args = parser.parse_args()
     measures = args.measures.split(",")
     if "throughput" in measures:
@@ -161,20 +164,29 @@ def main() -> None:
 
 
 def throughput(args: argparse.Namespace) -> None:
-    print(f"{args.tasks} no-op tasks per run, RabbitMQ; prefork with 2 processes")
+    print(f"{args.tasks} no-op tasks per run, RabbitMQ; prefork with 2 processes; "
+          f"median of {args.repeat}")
+    runs: dict[tuple[str, str, bool], list[float]] = {}
+    for pool in ("solo", "prefork"):
+        for _ in range(args.repeat):  # interleaved: each run sees the same machine
+            for impl in ("celery", "tidings"):
+                for events in (False, True):
+                    rate = measure(impl, pool, events, args.broker, args.tasks)
+                    runs.setdefault((impl, pool, events), []).append(rate)
+                    print(f"  {impl} {pool} events {'on' if events else 'off'}: {rate:,.0f}/s",
+                          file=sys.stderr)
     print(f"{'':22}{'events off':>12}{'events on':>12}{'on/off':>9}")
     rates = {}
     for pool in ("solo", "prefork"):
         for impl in ("celery", "tidings"):
-            off = measure(impl, pool, False, args.broker, args.tasks)
-            on = measure(impl, pool, True, args.broker, args.tasks)
+            off = statistics.median(runs[impl, pool, False])
+            on = statistics.median(runs[impl, pool, True])
             rates[impl, pool] = (off, on)
             print(f"{impl + ' ' + pool:<22}{off:>10,.0f}/s{on:>10,.0f}/s{on / off:>9.2f}")
     for pool in ("solo", "prefork"):
         (c_off, c_on), (t_off, t_on) = rates["celery", pool], rates["tidings", pool]
         print(f"{pool}: tidings/celery events off {t_off / c_off:.2f}x, "
               f"events on {t_on / c_on:.2f}x")
-
 
 if __name__ == "__main__":
     main()
