@@ -23,6 +23,11 @@ Differences from Celery:
   a fraction of the cost, but no kombu object hook, so an object such as
   ``{"__type__": "datetime", ...}`` in an event stays a dict (no Celery
   event carries one; a sender must not choose the types a monitor builds).
+* The events of one message (a ``.multi`` batch) share one
+  ``local_received``: they arrived together.  Celery calls ``time.time()``
+  for each.  The clock moves over them in order with the same values as
+  Celery's event by event, its lock taken once per message
+  (:func:`~tidings.protocol.clock.stamp_batch`).
 * Timestamps are epoch seconds and are left alone.  Celery shifts them by
   the difference between the sender's and the receiver's UTC offsets, which
   moves every event of a sender in another time zone by hours; the sender's
