@@ -21,6 +21,7 @@ import pytest
 from kombu import Connection, Exchange, Queue
 
 from tidings import App
+from tidings.protocol.loss import DEAD_LETTER_SUFFIX
 from tidings.transport import task_queue
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,7 +71,8 @@ def unique(prefix: str) -> str:
 
 
 def delete_queue(url: str, name: str) -> None:
-    """Remove a queue a test made a worker declare (RabbitMQ) or fill (Redis)."""
+    """Remove a task queue a test made a worker declare (RabbitMQ) or fill (Redis), and
+    on RabbitMQ the durable exchange of its name that comes with it (Celery's)."""
     try:
         with Connection(url, connect_timeout=2) as conn:
             if url.startswith("redis"):
@@ -81,12 +83,14 @@ def delete_queue(url: str, name: str) -> None:
                 queue.delete()
             else:
                 Queue(name, channel=conn.default_channel).delete()
+                Exchange(name, channel=conn.channel()).delete()
     except Exception:
         pass
 
 
 def cleanup_broker(url: str, exchanges: list[str]) -> None:
-    """Delete what a test declared: exchanges on AMQP, binding tables on Redis."""
+    """Delete what a test declared: exchanges on AMQP (with the durable dead-letter
+    exchange a receiver declares beside an event exchange), binding tables on Redis."""
     try:
         with Connection(url, connect_timeout=2) as conn:
             if url.startswith("redis"):
@@ -96,10 +100,11 @@ def cleanup_broker(url: str, exchanges: list[str]) -> None:
             else:
                 channel = conn.default_channel
                 for name in exchanges:
-                    try:
-                        Exchange(name, channel=channel).delete()
-                    except Exception:
-                        channel = conn.channel()
+                    for each in (name, name + DEAD_LETTER_SUFFIX):
+                        try:
+                            Exchange(each, channel=channel).delete()
+                        except Exception:
+                            channel = conn.channel()
     except Exception:
         pass
 

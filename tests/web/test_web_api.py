@@ -15,7 +15,7 @@ import time
 import pytest
 
 from tests.cli.helpers import wait_for
-from tests.conftest import ROOT
+from tests.conftest import ROOT, delete_queue
 from tests.integration.test_exporter import free_port
 from tests.interop.test_celery_events import celery_client
 from tests.interop.test_control_interop import CEL, TID, shape, two_workers
@@ -138,6 +138,8 @@ def test_the_api_answers_as_flower_does(amqp_url, tmp_path):
             web.stop()
             flower.terminate()
             flower.wait(30)
+            for suffix in ("-ours", "-flower"):  # the queues the consumer commands added
+                delete_queue(amqp_url, c.queue + suffix)
 
 
 def test_auth_read_only_errors_and_the_openapi_document(amqp_url, tmp_path):
