@@ -181,7 +181,12 @@ def _status(status: Status) -> None:
 def run_dump(obj: Context, json_lines: bool, event_filter: EventFilter,
              replay: str | None, stats_interval: float | None = None,
              subscription: Subscription | None = None) -> None:
-    dumper = Dumper(sys.stdout, json_lines=json_lines)  # the source filters
+    # A durable subscription acknowledges each message once its events are handed on:
+    # their lines must be written out by then, or a SIGKILL would lose acknowledged
+    # events with the dumper's buffer (a line written per event, the price of that).
+    durable = subscription is not None and subscription.durable and not replay
+    dumper = Dumper(sys.stdout, json_lines=json_lines,  # the source filters
+                    line_buffered=True if durable else None)
     source = _open_source(obj, replay, event_filter, subscription)
     stop = stop_on_signals()
     on_tick = dumper.tick
