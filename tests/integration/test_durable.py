@@ -70,6 +70,7 @@ def test_a_monitor_killed_mid_stream_continues_where_it_stopped(amqp_url, tmp_pa
     name = unique("tidings-test-durable")
     env = cli_env(app, TIDINGS_BROKER_URL=amqp_url)
     args = ["events", "--json", "--queue", name]
+    first = second = None
     try:
         first = Running(args, env, tmp_path, name="first")
         first.wait_ready()
@@ -99,6 +100,9 @@ def test_a_monitor_killed_mid_stream_continues_where_it_stopped(amqp_url, tmp_pa
         assert {u: t.state for u, t in together.tasks.items()} == \
             {u: "SUCCESS" for u in sent}
     finally:
+        for monitor in (first, second):  # one left running would declare its queue again
+            if monitor is not None:
+                monitor.stop(signal.SIGKILL)
         delete_queues(amqp_url, name, name + ".dead")
         cleanup_broker(amqp_url, [*declared, declared[0] + ".dead"])
 
