@@ -73,7 +73,8 @@ def cleanup(broker: str, tag: str) -> None:
 
 
 def delete_declared(broker: str, queues: list[str], exchanges: list[str]) -> None:
-    """Delete task queues and exchanges a run declared, on RabbitMQ and Redis alike."""
+    """Delete task queues (with, on RabbitMQ, the exchange of each one's name: Celery's)
+    and exchanges a run declared, on RabbitMQ and Redis alike."""
     from kombu import Connection, Exchange
 
     from tidings.transport import task_queue
@@ -85,6 +86,8 @@ def delete_declared(broker: str, queues: list[str], exchanges: list[str]) -> Non
             try:
                 queue.declare()  # on Redis, kombu deletes only bindings it declared itself
                 queue.delete()
+                if conn.transport.driver_type != "redis":
+                    queue.exchange.delete()
             except Exception:
                 pass
         for name in exchanges:

@@ -212,14 +212,18 @@ def publish_and_measure(impl: str, broker: str, msgs: list[tuple[str, str, int]]
 
 
 def delete_exchange(broker: str, name: str) -> None:
-    """The run's exchange goes with it (a broker error here loses nothing)."""
-    from kombu import Connection
+    """The run's exchange goes with it, and on RabbitMQ the dead-letter exchange a
+    receiver declares beside it (a broker error here loses nothing)."""
+    from kombu import Connection, Exchange
 
+    from tidings.protocol.loss import DEAD_LETTER_SUFFIX
     from tidings.transport import get_exchange
 
     with Connection(broker) as conn:
         try:
             get_exchange(conn, name)(conn.default_channel).delete()
+            if conn.transport.driver_type == "amqp":
+                Exchange(name + DEAD_LETTER_SUFFIX)(conn.channel()).delete()
         except Exception:
             pass
 

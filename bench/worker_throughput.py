@@ -54,10 +54,12 @@ def wait_empty(url: str, queue: str, pause: float) -> None:
 
 
 def drop(url: str, queue: str) -> None:
-    from kombu import Connection, Queue
+    """The run's task queue goes, and the durable exchange of its name (Celery's)."""
+    from kombu import Connection, Exchange, Queue
 
     with Connection(url) as conn:
         Queue(queue, channel=conn.default_channel).delete()
+        Exchange(queue, channel=conn.channel()).delete()
 
 
 def task_name(impl: str) -> str:
