@@ -133,32 +133,32 @@ class Task:
             state = type_.upper()  # custom state, e.g. PROGRESS
         current = self.state
         keys = self._keys
-        if (state != RETRY and current != RETRY
-                and _RANK.get(state, _UNKNOWN_RANK) > _RANK.get(current, _UNKNOWN_RANK)):
-            # A late event: take its data, keep the newer event's metadata.
+        # A late event: take its data (what its state's merge rule names, all of it
+        # without one), keep the newer event's metadata.
+        late = (state != RETRY and current != RETRY
+                and _RANK.get(state, _UNKNOWN_RANK) > _RANK.get(current, _UNKNOWN_RANK))
+        if late:
             rule = self.merge_rules.get(state)
-            ok, sparse, allowed = keys.ok, keys.sparse, keys.allowed
-            for key, value in fields.items():
-                if (key not in _META and (rule is None or key in rule)
-                        and (key in ok or allowed(key))
-                        and (value is not None or key not in sparse
-                             or getattr(self, key) is not None)):
-                    setattr(self, key, value)
-            return
-        self.state = state
-        shape = tuple(fields)
-        setter = keys.setters.get(shape) or keys.setter(shape)
-        if setter is not None:
-            setter(self, tuple(fields.values()))
-        else:  # key by key (the same outcome as a setter's, see .keys.slots_setter)
-            known = fields.keys() <= keys.ok
-            sparse, allowed = keys.sparse, keys.allowed
-            for key, value in fields.items():
-                if ((known or allowed(key))
-                        and (value is not None or key not in sparse
-                             or getattr(self, key) is not None)):
-                    setattr(self, key, value)
-        self.timestamp = timestamp
+        else:
+            self.state = state
+            shape = tuple(fields)
+            setter = keys.setters.get(shape) or keys.setter(shape)
+            if setter is not None:
+                setter(self, tuple(fields.values()))
+                self.timestamp = timestamp
+                return
+            rule = None
+        # key by key, with a generated setter's outcome (see .keys.slots_setter): only
+        # keys events may set, and a sparse field's None only over a value
+        ok, sparse, allowed = keys.ok, keys.sparse, keys.allowed
+        for key, value in fields.items():
+            if ((not late or (key not in _META and (rule is None or key in rule)))
+                    and (key in ok or allowed(key))
+                    and (value is not None or key not in sparse
+                         or getattr(self, key) is not None)):
+                setattr(self, key, value)
+        if not late:
+            self.timestamp = timestamp
 
     def info(self, fields: Iterable[str] | None = None,
              extra: Iterable[str] | None = None) -> dict[str, Any]:
