@@ -506,6 +506,60 @@ def test_events_of_one_shape_are_applied_alike_by_the_generated_setter(monkeypat
     assert len(made) == 1 and s.tasks["b"].result == "3" and s.tasks["b"].state == "SUCCESS"
 
 
+class PlainTask(Task):
+    """Classes of their own: each starts with an empty shared key table (below)."""
+
+
+class TaughtTask(Task):
+    pass
+
+
+def test_event_keys_never_make_later_tasks_bigger():
+    """On CPython 3.11 the instance dicts of a class share a key table, and each new
+    instance gets a value array as long as it.  A name stored in one of a class's
+    first few dozen instances joins the table for good: custom keys in a
+    monitor's first events made every later task bigger (by 25 * 8 bytes
+    here), and so did an ``eta``, a failure's and a retry's fields.  Each is
+    now stored in a plain dict (``put_extra``); copies and a pickle round trip
+    keep them."""
+    import gc
+    import tracemalloc
+
+    plain, taught = State(), State()
+    plain.Task, taught.Task = PlainTask, TaughtTask
+    taught.event(ev("task-received", clock=1, uuid="x", **{f"custom{i}": i for i in range(25)}))
+    taught.event(ev("task-received", clock=2, uuid="e", eta="2026-12-06T10:00:00",
+                    expires="2026-12-07T10:00:00"))
+    task_flow(taught, "f", final="failed")
+    task_flow(taught, "r", final="retried")
+    copies = taught.copy_changes().tasks
+    loaded = pickle.loads(pickle.dumps(taught))
+    for uuid in ("x", "e", "f", "r"):
+        task_flow(plain, uuid)
+    plain.copy_changes()
+
+    def bytes_per_task(s: State, n: int = 400) -> float:
+        s.copy_changes()  # the changes noted since the last copy: none, each time
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for i in range(n):
+                s.event(ev("task-received", clock=i, uuid=f"t{i}", name="n"))
+            gc.collect()
+            return (tracemalloc.get_traced_memory()[0] - before) / n
+        finally:
+            tracemalloc.stop()
+
+    grown = bytes_per_task(taught) - bytes_per_task(plain)
+    assert grown < 8, grown
+    for tasks in (taught.tasks, copies, loaded.tasks):
+        assert tasks["x"].custom24 == 24 and tasks["f"].exception == "KeyError('x')"
+        assert tasks["r"].retried == 1002.0 and tasks["r"].traceback == "Traceback..."
+        assert vars(tasks["x"]) == {f"custom{i}": i for i in range(25)}
+        assert tasks["e"].expires == "2026-12-07T10:00:00"
+
+
 class SlottedTask(Task):
     __slots__ = ("seen_by",)
 

@@ -27,7 +27,8 @@ KEY_CACHE_MAX = 4096
 SHAPE_CACHE_MAX = 256
 
 
-def slots_setter(names: tuple[str, ...], sparse: Iterable[str] = ()
+def slots_setter(names: tuple[str, ...], sparse: Iterable[str] = (),
+                 put: Callable[[Any, str, Any], None] | None = None
                  ) -> Callable[[Any, tuple], None]:
     """``set(obj, values)``: ``obj.<name> = value`` for each of ``names``, in one statement.
 
@@ -36,6 +37,8 @@ def slots_setter(names: tuple[str, ...], sparse: Iterable[str] = ()
     A name in ``sparse`` (a field most objects leave at ``None``, kept in
     their ``__dict__`` when set) is set only when the value or the field is
     not ``None``: the same outcome, without a ``__dict__`` for a ``None``.
+    It is set by ``put(obj, name, value)`` (the class's way of storing a
+    field that has no slot), and by an attribute assignment without one.
     The names are the protocol table's identifiers, never event data: an
     event's keys reach here only when each is one of them (:meth:`KeyPolicy.setter`).
     """
@@ -44,9 +47,11 @@ def slots_setter(names: tuple[str, ...], sparse: Iterable[str] = ()
     targets = ", ".join(f"_{n}" if name in sparse else f"obj.{name}"
                         for n, name in enumerate(names))
     lines = [f"    {targets}, = values"]
-    lines += [f"    if _{n} is not None or obj.{name} is not None:\n        obj.{name} = _{n}"
+    store = "put(obj, {name!r}, _{n})" if put is not None else "obj.{name} = _{n}"
+    lines += [f"    if _{n} is not None or obj.{name} is not None:\n        "
+              + store.format(n=n, name=name)
               for n, name in enumerate(names) if name in sparse]
-    namespace: dict[str, Any] = {}
+    namespace: dict[str, Any] = {"put": put}
     exec("def set_slots(obj, values):\n" + "\n".join(lines), namespace)
     return namespace["set_slots"]
 
@@ -54,16 +59,19 @@ def slots_setter(names: tuple[str, ...], sparse: Iterable[str] = ()
 class KeyPolicy:
     """Decides once per key name whether events may set it on ``cls`` instances."""
 
-    __slots__ = ("cache", "cls", "named", "ok", "protected", "setters", "sparse")
+    __slots__ = ("cache", "cls", "named", "ok", "protected", "put", "setters", "sparse")
 
     def __init__(self, cls: type, protected: Iterable[str], named: Iterable[str] = (),
-                 sparse: Iterable[str] = ()) -> None:
+                 sparse: Iterable[str] = (),
+                 put: Callable[[Any, str, Any], None] | None = None) -> None:
         self.cls = cls
         self.protected = frozenset(protected)
         #: The protocol's names: a shape of them (each also allowed) gets a setter.
         self.named = frozenset(named)
         #: Names whose ``None`` a setter does not store (see :func:`slots_setter`).
         self.sparse = frozenset(sparse)
+        #: How a sparse field is stored (see :func:`slots_setter`).
+        self.put = put
         #: Event shape (its keys, in order) -> its setter, or ``None``.
         self.setters: dict[tuple, Callable[[Any, tuple], None] | None] = {}
         self.cache: dict[str, bool] = {}
@@ -102,7 +110,7 @@ class KeyPolicy:
             # whatever shapes a sender invents
             return None
         named, allowed = self.named, self.allowed
-        setter = (slots_setter(shape, self.sparse)
+        setter = (slots_setter(shape, self.sparse, self.put)
                   if shape and all(key in named and allowed(key) for key in shape) else None)
         self.setters[shape] = setter
         return setter

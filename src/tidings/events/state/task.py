@@ -68,6 +68,24 @@ _INTERNAL = ("uuid", "cluster_state", "_children", "first_key", "last_key")
 #: The protocol's names for a task's fields: events made only of these (and
 #: allowed) are applied by a generated setter (:meth:`~.keys.KeyPolicy.setter`).
 _NAMED = frozenset(TASK_DEFAULTS) | {"uuid"}
+#: The fields events may set that have a slot; the others an event sets (rare,
+#: sparse and custom keys) go to the task's ``__dict__`` through :func:`put_extra`.
+_SLOTTED = frozenset(SLOT_FIELDS) | {"uuid"}
+
+
+def put_extra(task: Any, key: str, value: Any) -> None:
+    """Set a field that has no slot: in a new plain dict, made the task's ``__dict__``.
+
+    Why not ``setattr``: on CPython 3.11 the instance dicts of a class share
+    one key table, and every new instance gets a value array as long as
+    that table.  A name stored with ``setattr`` (or into the dict ``vars``
+    gives) joins the table for good: one event with 25 custom keys made
+    every later task about 220 bytes larger, and the fields of failed and
+    retried tasks 32 bytes.  A dict made here is a plain one and teaches
+    the table nothing.  Its copy is small: few tasks have such fields, and
+    those have few.
+    """
+    task.__dict__ = {**task.__dict__, key: value}
 
 
 #: Every slot holds a value from the start (the defaults above), so reads
@@ -104,7 +122,7 @@ class Task:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls._keys = KeyPolicy(cls, cls._protected, _NAMED, SPARSE_FIELDS)
+        cls._keys = KeyPolicy(cls, cls._protected, _NAMED, SPARSE_FIELDS, put_extra)
 
     def __init__(self, uuid: str | None = None, cluster_state: State | None = None,
                  children: Iterable[Any] | None = None, **kwargs: Any) -> None:
@@ -128,7 +146,11 @@ class Task:
         fields = fields or {}
         state = TASK_EVENT_TO_STATE.get(type_)
         if state is not None:
-            setattr(self, type_, timestamp)  # e.g. task.started = <ts>, even if late
+            # e.g. task.started = <ts>, even if late
+            if type_ in _SLOTTED:
+                setattr(self, type_, timestamp)
+            else:
+                put_extra(self, type_, timestamp)
         else:
             state = type_.upper()  # custom state, e.g. PROGRESS
         current = self.state
@@ -156,7 +178,10 @@ class Task:
                     and (key in ok or allowed(key))
                     and (value is not None or key not in sparse
                          or getattr(self, key) is not None)):
-                setattr(self, key, value)
+                if key in _SLOTTED:
+                    setattr(self, key, value)
+                else:
+                    put_extra(self, key, value)
         if not late:
             self.timestamp = timestamp
 
@@ -257,7 +282,7 @@ class Task:
             self._children.add(uuid)
 
 
-Task._keys = KeyPolicy(Task, Task._protected, _NAMED, SPARSE_FIELDS)
+Task._keys = KeyPolicy(Task, Task._protected, _NAMED, SPARSE_FIELDS, put_extra)
 for _name in sorted(RARE_FIELDS | SPARSE_FIELDS):
     setattr(Task, _name, TASK_DEFAULTS[_name])
 
