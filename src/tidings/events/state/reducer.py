@@ -167,8 +167,9 @@ class Reducer:
         old_name, old_worker = task.name, task.worker
         was_ready = task.state in READY_STATES
         origin = self._note_origin(task, subject, event)
-        self._place_in_time(task, (event.get("clock") or 0, origin or "",
-                                   event.get("timestamp") or 0.0, uuid))
+        key = (event.get("clock") or 0, origin or "", event.get("timestamp") or 0.0, uuid)
+        if task.place_in_time(key):
+            self._newest.add(key, task)
         _share_numbers(event)
         if subject in _DESCRIBING:
             self._share_values(event, uuid)
@@ -237,21 +238,6 @@ class Reducer:
                 event[field] = _EMPTY.get(value, value)
         if event.get("root_id") == uuid:
             event["root_id"] = uuid
-
-    def _place_in_time(self: State, task: Task, key: tuple) -> None:
-        """Widen the task's ``[first_key, last_key]`` span to include ``key``.
-
-        The span orders ``tasks_by_time``: newest first by ``last_key``,
-        oldest first by ``first_key`` (see :mod:`.timeline`).
-        """
-        last = task.last_key
-        if last is None or key > last:
-            task.last_key = key
-            self._newest.add(key, task)
-        first = task.first_key
-        if first is None or key < first:
-            task.first_key = key
-            self._oldest.add(key, task)
 
     def _reindex(self: State, task: Task, old_name: str | None,
                  old_worker: Worker | None) -> None:
@@ -338,7 +324,6 @@ class Reducer:
         """``task`` is no longer in ``tasks``: time order and the indexes must not list
         it, and snapshot takers must learn it is gone."""
         self._newest.forget(task)
-        self._oldest.forget(task)
         if self._dirty is not None:
             self._dirty.add(task.uuid)
         if task.name is not None:

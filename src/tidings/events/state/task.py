@@ -23,7 +23,7 @@ from .keys import KeyPolicy, slots_setter
 if TYPE_CHECKING:
     from .cluster import State
 
-__all__ = ["Task"]
+__all__ = ["FIRST_KEY", "Task"]
 
 READY_STATES = states.READY_STATES
 RETRY = states.RETRY
@@ -61,10 +61,14 @@ SPARSE_FIELDS = frozenset({"eta", "expires", "exception", "traceback", "failed"}
 #: The fields with a slot, in slot order.
 SLOT_FIELDS = tuple(f for f in TASK_DEFAULTS if f not in RARE_FIELDS | SPARSE_FIELDS)
 
-#: Slots that events never set.  ``first_key``/``last_key`` are the sort keys
-#: ``(clock, origin, timestamp, uuid)`` of the task's earliest and latest
-#: events: time order sorts on them (see :mod:`.timeline`).
-_INTERNAL = ("uuid", "cluster_state", "_children", "first_key", "last_key")
+#: Slots that events never set.  ``last_key`` is the sort key ``(clock, origin,
+#: timestamp, uuid)`` of the task's latest event: newest-first time order
+#: keeps it (see :mod:`.timeline`).  The key of its earliest event is kept as
+#: its first three parts (``first_key`` puts them together), 48 bytes less
+#: than a tuple: oldest first is a sort when asked for (see
+#: ``State.tasks_by_time``), so no structure holds that key.
+_INTERNAL = ("uuid", "cluster_state", "_children", "last_key", "_first_clock",
+             "_first_origin", "_first_time")
 #: The protocol's names for a task's fields: events made only of these (and
 #: allowed) are applied by a generated setter (:meth:`~.keys.KeyPolicy.setter`).
 _NAMED = frozenset(TASK_DEFAULTS) | {"uuid"}
@@ -93,6 +97,8 @@ def put_extra(task: Any, key: str, value: Any) -> None:
 #: in one C call (``_ALL_VALUES``): ``as_dict()``, pickles and copies cost a
 #: fraction of a per-field fallback.
 _set_fields = slots_setter(SLOT_FIELDS)
+#: ``FIRST_KEY(task)``: its ``first_key``, built in one C call (oldest-first sorts).
+FIRST_KEY = attrgetter("_first_clock", "_first_origin", "_first_time", "uuid")
 _DEFAULT_VALUES = tuple(TASK_DEFAULTS[f] for f in SLOT_FIELDS)
 
 
@@ -130,8 +136,8 @@ class Task:
         self.uuid = uuid
         self.cluster_state = cluster_state
         self._children = None
-        self.first_key: tuple | None = None
         self.last_key: tuple | None = None
+        self._first_clock = self._first_origin = self._first_time = None
         if children:
             self._children = {getattr(c, "uuid", c) for c in children}
         kwargs.pop("root", None)
@@ -217,6 +223,27 @@ class Task:
     def __repr__(self) -> str:
         return f"<Task: {self.name}({self.uuid}) {self.state} clock:{self.clock}>"
 
+    @property
+    def first_key(self) -> tuple | None:
+        """The sort key ``(clock, origin, timestamp, uuid)`` of the task's earliest event."""
+        clock = self._first_clock
+        if clock is None:
+            return None
+        return clock, self._first_origin, self._first_time, self.uuid
+
+    def place_in_time(self, key: tuple) -> bool:
+        """Widen the task's span of events to include ``key`` (an event's sort key);
+        whether ``key`` is now its latest."""
+        clock, first = self._first_clock, key[0]
+        if clock is None or first < clock or (
+                first == clock and key < (clock, self._first_origin, self._first_time, self.uuid)):
+            self._first_clock, self._first_origin, self._first_time = key[:3]
+        last = self.last_key
+        if last is None or key > last:
+            self.last_key = key
+            return True
+        return False
+
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Task):
             return self.uuid == other.uuid
@@ -286,7 +313,7 @@ Task._keys = KeyPolicy(Task, Task._protected, _NAMED, SPARSE_FIELDS, put_extra)
 for _name in sorted(RARE_FIELDS | SPARSE_FIELDS):
     setattr(Task, _name, TASK_DEFAULTS[_name])
 
-_COPIED = ("uuid", "first_key", "last_key", *SLOT_FIELDS)
+_COPIED = ("uuid", "last_key", "_first_clock", "_first_origin", "_first_time", *SLOT_FIELDS)
 #: What ``as_dict()`` reads for each of its keys (``root`` is the root's id ...).
 _DICT_SOURCES = {"root": "root_id", "parent": "parent_id"}
 
@@ -325,7 +352,9 @@ def _rebuild_task(cls: type, values: tuple, children: list | None, first: Any, l
     task = cls(values[0])  # a subclass's __init__ runs, as it did when the task was made
     _set_pickled(task, values)
     task._children = set(children) if children else None
-    task.first_key, task.last_key = first, last
+    task.last_key = last
+    if first is not None:
+        task._first_clock, task._first_origin, task._first_time = first[:3]
     if extra:
         task.__dict__.update(extra)
     return task

@@ -3,10 +3,9 @@
 A task's place in time is a sort key ``(clock, origin, timestamp, uuid)``:
 the Lamport clock of one of its events, then who sent it and when (for
 events with equal clocks), then the task id (so two tasks never tie).  A
-:class:`Timeline` keeps the keys of one end of every task's span (its latest
-event's key for newest-first, its earliest for oldest-first) in a list
-sorted by key, and beside it, at the same index, the task each key was
-filed for.
+:class:`Timeline` keeps the keys of one end of every task's span (the State
+keeps one, of each task's latest event, for newest first) in a list sorted
+by key, and beside it, at the same index, the task each key was filed for.
 
 Why this shape:
 
