@@ -19,8 +19,8 @@ Why this shape:
   key is another object (an identity test, no comparison).  A task that
   leaves the State gets copies of its keys (:meth:`Timeline.forget`), so
   its entries are skipped the same way.  When stale entries outnumber
-  half the live ones, one pass drops them, so the list holds at most
-  about 1.5 times as many entries as there are tasks (``STALE_SHARE``),
+  a quarter of the live ones, one pass drops them, so the list holds at most
+  about 1.25 times as many entries as there are tasks (``STALE_SHARE``),
   and ingest stays amortised O(1).
 * The task beside each key makes a read one identity test per entry: no
   lookup of the id in the task map, whose hash table is spread over all
@@ -53,9 +53,15 @@ from typing import Any
 __all__ = ["Timeline"]
 
 #: Entries kept, as a multiple of the tasks, before a compaction drops the stale
-#: ones: 1.5 against 2 cost 0.14 µs more compaction per event (0.21 µs of about
-#: 7 µs per event, 100k tasks) for 46 fewer bytes of stale keys per task.
-STALE_SHARE = 1.5
+#: ones.  A stale entry keeps its key alive (the tuple, its clock and time:
+#: about 140 bytes with the entry), so this bounds memory more than it seems.
+#: 1.25 against 1.5, over 100k tasks of ``bench/state_ingest.py``'s stream:
+#: 944 against 961 bytes per task on average over the compaction cycle (935
+#: against 978 at 100k tasks, where 1.5 is at its peak); ingest no slower
+#: (153-159k against 156-173k events/s, interleaved runs; callgrind at 10k
+#: tasks 53.9k against 53.8k instructions per event): fewer stale keys also
+#: leave the caches to live data.
+STALE_SHARE = 1.25
 #: Stale entries tolerated beyond that (so a tiny State does not compact on
 #: every event).
 STALE_EXTRA = 64
