@@ -560,6 +560,21 @@ def test_event_keys_never_make_later_tasks_bigger():
         assert tasks["e"].expires == "2026-12-07T10:00:00"
 
 
+class ExceptionSlotTask(Task):
+    __slots__ = ("exception",)
+
+
+def test_a_subclass_slot_for_a_rare_field_gets_the_field():
+    """A field without a slot in Task goes to the instance dict, but one a subclass
+    gives a slot of its own is set there (the slot would hide the dict's)."""
+    s = State()
+    s.Task = ExceptionSlotTask
+    task_flow(s, "a", final="failed")
+    task = s.tasks["a"]
+    assert task.exception == "KeyError('x')" and "exception" not in vars(task)
+    assert task.traceback == "Traceback..." and vars(task)["traceback"] == "Traceback..."
+
+
 class SlottedTask(Task):
     __slots__ = ("seen_by",)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from operator import attrgetter
+from types import MemberDescriptorType
 from typing import TYPE_CHECKING, Any
 
 from ...protocol import states
@@ -72,9 +73,6 @@ _INTERNAL = ("uuid", "cluster_state", "_children", "last_key", "_first_clock",
 #: The protocol's names for a task's fields: events made only of these (and
 #: allowed) are applied by a generated setter (:meth:`~.keys.KeyPolicy.setter`).
 _NAMED = frozenset(TASK_DEFAULTS) | {"uuid"}
-#: The fields events may set that have a slot; the others an event sets (rare,
-#: sparse and custom keys) go to the task's ``__dict__`` through :func:`put_extra`.
-_SLOTTED = frozenset(SLOT_FIELDS) | {"uuid"}
 
 
 def put_extra(task: Any, key: str, value: Any) -> None:
@@ -123,12 +121,18 @@ class Task:
     #: Names events may never set (besides methods, properties and private names).
     _protected = frozenset({"cluster_state", "children", "worker", "state", "event"})
     _keys: KeyPolicy
+    #: The fields events may set that have a slot in this class; the others an
+    #: event sets (rare, sparse and custom keys) go to the task's ``__dict__``
+    #: through :func:`put_extra`.
+    _slotted: frozenset[str]
     #: Celery's merge rules: what a late event of that state may contribute.
     merge_rules = {states.RECEIVED: RECEIVED_MERGE_FIELDS}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls._keys = KeyPolicy(cls, cls._protected, _NAMED, SPARSE_FIELDS, put_extra)
+        cls._slotted = _slotted(cls)
+        cls._keys = KeyPolicy(cls, cls._protected, _NAMED, SPARSE_FIELDS - cls._slotted,
+                              put_extra)
 
     def __init__(self, uuid: str | None = None, cluster_state: State | None = None,
                  children: Iterable[Any] | None = None, **kwargs: Any) -> None:
@@ -153,7 +157,7 @@ class Task:
         state = TASK_EVENT_TO_STATE.get(type_)
         if state is not None:
             # e.g. task.started = <ts>, even if late
-            if type_ in _SLOTTED:
+            if type_ in self._slotted:
                 setattr(self, type_, timestamp)
             else:
                 put_extra(self, type_, timestamp)
@@ -178,13 +182,13 @@ class Task:
             rule = None
         # key by key, with a generated setter's outcome (see .keys.slots_setter): only
         # keys events may set, and a sparse field's None only over a value
-        ok, sparse, allowed = keys.ok, keys.sparse, keys.allowed
+        ok, sparse, allowed, slotted = keys.ok, keys.sparse, keys.allowed, self._slotted
         for key, value in fields.items():
             if ((not late or (key not in _META and (rule is None or key in rule)))
                     and (key in ok or allowed(key))
                     and (value is not None or key not in sparse
                          or getattr(self, key) is not None)):
-                if key in _SLOTTED:
+                if key in slotted:
                     setattr(self, key, value)
                 else:
                     put_extra(self, key, value)
@@ -309,6 +313,13 @@ class Task:
             self._children.add(uuid)
 
 
+def _slotted(cls: type) -> frozenset[str]:
+    """The names events may set that ``cls`` keeps in slots (a subclass may add some)."""
+    return frozenset(name for name in cls._settable  # type: ignore[attr-defined]
+                     if isinstance(getattr(cls, name, None), MemberDescriptorType))
+
+
+Task._slotted = _slotted(Task)
 Task._keys = KeyPolicy(Task, Task._protected, _NAMED, SPARSE_FIELDS, put_extra)
 for _name in sorted(RARE_FIELDS | SPARSE_FIELDS):
     setattr(Task, _name, TASK_DEFAULTS[_name])
