@@ -366,6 +366,18 @@ def test_fix_7_tasks_are_indexed_by_their_worker_not_the_client():
     assert "w2@h" not in s.tasks_by_worker and s.tasks_by_worker["w3@h"] == {s.tasks["a"]}
 
 
+def test_without_finished_tasks_the_first_seen_go_first_in_order():
+    """The first-seen queue is made when first needed (from the task map's order),
+    then kept up as tasks come."""
+    s = State(max_tasks_in_memory=3)
+    task_flow(s, "done", clock=1)  # finished: it goes first
+    for i, uuid in enumerate("abcdefghi"):
+        s.event(ev("task-started", clock=10 + i, uuid=uuid))
+        assert len(s.tasks) <= 3
+    assert list(s.tasks) == ["g", "h", "i"]
+    assert s.evicted == {"ready": 1, "unready": 6}
+
+
 def test_fix_8_parent_not_cached_and_evicted_parent_is_released():
     s = State(max_tasks_in_memory=2)
     s.event(ev("task-received", clock=1, uuid="kid", name="n", parent_id="p"))

@@ -106,7 +106,12 @@ class State(Reducer):
         #: Children seen before their parent: parent uuid -> child uuids (bounded
         #: by ``max_tasks_in_memory`` parents, oldest forgotten first).
         self._tasks_to_resolve: OrderedDict[str, set[str]] = OrderedDict()
-        self._order: deque[str] = deque()  # task uuids, first seen first
+        #: Task uuids, first seen first: what goes when no finished task is left.
+        #: Made the first time it is needed, from the task map's order (which
+        #: is first seen): until then it would cost 8 bytes per task for
+        #: nothing, and most States never need it (their tasks finish).
+        self._order: deque[str] = deque()
+        self._order_kept = False
         self._ready: deque[str] = deque()  # uuids in the order they became ready
         #: Tasks dropped to stay within ``max_tasks_in_memory``, by reason.
         self.evicted = {"ready": 0, "unready": 0}
@@ -332,7 +337,7 @@ class State(Reducer):
         """
         tasks = dict.values(self.tasks)
         self._newest.rebuild(tasks)
-        self._order = deque(t.uuid for t in tasks)
+        self._order, self._order_kept = deque(), False
         self._ready = deque(t.uuid for t in tasks if t.state in READY_STATES)
         self.tasks_by_type.clear()
         self.tasks_by_worker.clear()

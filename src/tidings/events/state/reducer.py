@@ -194,7 +194,8 @@ class Reducer:
 
     def _store_task(self: State, uuid: str, task: Task) -> None:
         dict.__setitem__(self.tasks, uuid, task)
-        self._order.append(uuid)
+        if self._order_kept:
+            self._order.append(uuid)
 
     def _note_origin(self: State, task: Task, subject: str, event: dict[str, Any]) -> str:
         """Record who reported the event; returns the origin part of its sort key.
@@ -298,6 +299,9 @@ class Reducer:
                     self.evicted["ready"] += 1
                     break
             if victim is None:
+                if not self._order_kept:  # first needed now: the map's order is first seen
+                    order_q = self._order = deque(dict.keys(tasks))
+                    self._order_kept = True
                 while order_q:
                     uuid = order_q.popleft()
                     task = dict.get(tasks, uuid)
