@@ -150,9 +150,9 @@ class Timeline:
         self._owners = [task for _, task in pairs]
         self._forgotten = 0
 
-    def take(self, limit: int | None = None, reverse: bool = True) -> list[tuple[str, Any]]:
+    def take(self, limit: int | None = None) -> list[tuple[str, Any]]:
         """``(uuid, task)`` of up to ``limit`` tasks (every one: ``None``) by key,
-        largest first when ``reverse``; each task once.
+        largest first; each task once.
 
         A read touches each chosen task once, and no key: the identity test
         compares references, and the id is read from the task's first
@@ -170,25 +170,16 @@ class Timeline:
         key_of = self._key_of
         chosen: list[tuple[str, Any]] = []
         stale = 0
-        pairs = (zip(reversed(entries), reversed(owners)) if reverse
-                 else zip(entries, owners))
-        for key, task in pairs:
+        for key, task in zip(reversed(entries), reversed(owners)):
             if key_of(task) is key:
                 chosen.append((task.uuid, task))
                 if len(chosen) >= want:
                     break
             else:
                 stale += 1
-        if stale:  # the walked end keeps its live entries (each is its task's key)
+        if stale:  # the walked end keeps its live entries (each is its task's key), in order
             walked = len(chosen) + stale
-            kept = [task for _, task in chosen]
-            live = list(map(key_of, kept))
-            if reverse:
-                live.reverse()
-                kept.reverse()
-                entries[n - walked:] = live
-                owners[n - walked:] = kept
-            else:
-                entries[:walked] = live
-                owners[:walked] = kept
+            kept = [task for _, task in reversed(chosen)]
+            entries[n - walked:] = list(map(key_of, kept))
+            owners[n - walked:] = kept
         return chosen
