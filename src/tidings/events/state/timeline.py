@@ -58,8 +58,8 @@ __all__ = ["Timeline"]
 #: 1.25 against 1.5, over 100k tasks of ``bench/state_ingest.py``'s stream:
 #: 944 against 961 bytes per task on average over the compaction cycle (935
 #: against 978 at 100k tasks, where 1.5 is at its peak); ingest no slower
-#: (153-159k against 156-173k events/s, interleaved runs; callgrind at 10k
-#: tasks 53.9k against 53.8k instructions per event): fewer stale keys also
+#: (156-173k against 153-159k events/s, interleaved runs; callgrind at 10k
+#: tasks 53.8k against 53.9k instructions per event): fewer stale keys also
 #: leave the caches to live data.
 STALE_SHARE = 1.25
 #: Stale entries tolerated beyond that (so a tiny State does not compact on
