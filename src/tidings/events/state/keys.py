@@ -37,19 +37,19 @@ def slots_setter(names: tuple[str, ...], sparse: Iterable[str] = (),
     A name in ``sparse`` (a field most objects leave at ``None``, kept in
     their ``__dict__`` when set) is set only when the value or the field is
     not ``None``: the same outcome, without a ``__dict__`` for a ``None``.
-    It is set by ``put(obj, name, value)`` (the class's way of storing a
-    field that has no slot), and by an attribute assignment without one.
+    It is set by ``put(obj, name, value)``: the class's way of storing a
+    field that has no slot (required when there are sparse names).
     The names are the protocol table's identifiers, never event data: an
     event's keys reach here only when each is one of them (:meth:`KeyPolicy.setter`).
     """
     assert names and all(name.isascii() and name.isidentifier() for name in names)
     sparse = frozenset(sparse)
+    assert put is not None or not sparse & set(names)
     targets = ", ".join(f"_{n}" if name in sparse else f"obj.{name}"
                         for n, name in enumerate(names))
     lines = [f"    {targets}, = values"]
-    store = "put(obj, {name!r}, _{n})" if put is not None else "obj.{name} = _{n}"
-    lines += [f"    if _{n} is not None or obj.{name} is not None:\n        "
-              + store.format(n=n, name=name)
+    lines += [f"    if _{n} is not None or obj.{name} is not None:\n"
+              f"        put(obj, {name!r}, _{n})"
               for n, name in enumerate(names) if name in sparse]
     namespace: dict[str, Any] = {"put": put}
     exec("def set_slots(obj, values):\n" + "\n".join(lines), namespace)
