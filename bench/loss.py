@@ -218,16 +218,18 @@ def run_broker(broker: str, url: str, events: int, publishers: int) -> list[tupl
 def cleanup(url: str, exchange: str, names: dict[str, str]) -> None:
     from kombu import Connection, Exchange, Queue
 
+    from tidings.protocol.loss import DEAD_LETTER_SUFFIX
+
     with Connection(url) as conn:
         if url.startswith("redis"):
             conn.default_channel.client.delete(f"_kombu.binding.{exchange}")
             return
-        for name in (*names.values(), names["queue"] + ".dead"):
+        for name in (*names.values(), names["queue"] + DEAD_LETTER_SUFFIX):
             try:
                 Queue(name, channel=conn.channel()).delete()
             except Exception:
                 pass
-        for name in (exchange, exchange + ".dead"):
+        for name in (exchange, exchange + DEAD_LETTER_SUFFIX):
             try:
                 Exchange(name, channel=conn.channel()).delete()
             except Exception:

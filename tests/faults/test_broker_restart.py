@@ -30,6 +30,7 @@ from tests.cli.helpers import Running
 from tests.cli.proxy import Proxy
 from tests.faults.components import Components, send
 from tests.worker.helpers import cluster, delete_queue, wait_for
+from tidings.protocol.loss import DEAD_LETTER_SUFFIX
 
 pytestmark = [pytest.mark.broker, pytest.mark.broker_restart]
 
@@ -178,7 +179,7 @@ def test_a_durable_queue_and_confirmed_events_lose_nothing_across_a_restart(amqp
             if reader.proc.poll() is None:
                 reader.stop()
             delete_queue(amqp_url, name)
-            delete_queue(amqp_url, name + ".dead")
+            delete_queue(amqp_url, name + DEAD_LETTER_SUFFIX)
 
 
 #: A task the worker's log says succeeded.

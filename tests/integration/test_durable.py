@@ -23,6 +23,7 @@ from tests.integration.test_loss import consuming
 from tidings.events import EventDispatcher, State
 from tidings.events.source import BrokerSource
 from tidings.events.subscription import Subscription, parse_offset
+from tidings.protocol.loss import DEAD_LETTER_SUFFIX
 
 pytestmark = pytest.mark.broker
 
@@ -103,7 +104,7 @@ def test_a_monitor_killed_mid_stream_continues_where_it_stopped(amqp_url, tmp_pa
         for monitor in (first, second):  # one left running would declare its queue again
             if monitor is not None:
                 monitor.stop(signal.SIGKILL)
-        delete_queues(amqp_url, name, name + ".dead")
+        delete_queues(amqp_url, name, name + DEAD_LETTER_SUFFIX)
         cleanup_broker(amqp_url, declared)  # with the event exchange's dead-letter one
 
 
