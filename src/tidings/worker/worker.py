@@ -52,6 +52,7 @@ from .autoscale import Autoscaler
 from .control import CONTROL_HANDLERS, ShutdownRequested
 from .hooks import EventsMiddleware, Middleware
 from .outcome import Failed, Outcome, Rejected, Retried, Succeeded, Terminated
+from .outcomes import Outcomes, waitable_fd
 from .pool import POOLS, BasePool, Job
 from .ratelimits import RateLimits
 from .request import Request
@@ -78,9 +79,11 @@ TASK_EVENT_MAX_WINDOW = 0.064
 #: Seconds the broker is polled per loop turn when no task runs.
 IDLE_POLL = 0.05
 #: While tasks run: seconds the broker is polled, then seconds spent waiting
-#: for a finished job, per loop turn.
+#: for a finished job, per loop turn (where the broker's socket cannot be
+#: waited for with the finished jobs: see ``Worker._poll``).
 BUSY_BROKER_POLL = 0.0005
 BUSY_OUTCOME_WAIT = 0.002
+BUSY_OUTCOME_WAIT_MS = 2  # the same, in poll()'s unit
 #: Seconds a warm shutdown waits for running tasks.
 WARM_SHUTDOWN_TIMEOUT = 3600.0
 
@@ -126,10 +129,8 @@ class Worker:
         self.consumer: Consumer | None = None
         self.connection: Connection | None = None
         self.dispatcher: EventDispatcher | None = None
-        # queue.Queue, not SimpleQueue: on CPython 3.11 a signal arriving during
-        # SimpleQueue.get(timeout=...) can leave it blocked for good, and the main
-        # thread waits here while tasks run (a SIGTERM then never stops the worker).
-        self._done: queue.Queue[tuple[Job, Outcome]] = queue.Queue()
+        self._done = Outcomes()
+        self._wait_both = False  # see _poll
         self._requests: dict[str, Request] = {}
         self._waiting: deque[Request] = deque()  # ready to run, waiting for a pool slot
         self._timers: list[tuple[float, int, Request]] = []
@@ -234,6 +235,7 @@ class Worker:
         self._setup_dispatcher(event_conn)
         channel = conn.channel()
         self.connection = conn
+        self._wait_both = self._done.watch(waitable_fd(conn))
         self.qos = QoS(lambda prefetch_count: channel.basic_qos(0, prefetch_count, False),
                        self._prefetch_for(self.pool.size) + self._held_count())
         self.qos.update()
@@ -279,18 +281,28 @@ class Worker:
     def _poll(self, conn: Any) -> bool:
         """Wait for broker messages or finished jobs; True if nothing happened.
 
-        While jobs run, the broker is polled without blocking and the wait is
-        on the pool's outcomes, so a finished job is handled at once (its ack
-        lets the broker send the next message).
+        While jobs run, the wait is for both at once where the broker's
+        socket tells when a message is there (:mod:`.outcomes`); else
+        the broker is polled briefly, then the wait is on the pool's
+        outcomes, so a finished job is handled soon (its ack lets the
+        broker send the next message).
         """
         if self.pool.active:
+            done = self._done
+            if self._wait_both:  # finished jobs are left to _tick
+                if done.empty() and not self._waiting:
+                    self.dispatcher.flush_due(idle=True)  # about to wait: not loaded
+                if done.wait(BUSY_OUTCOME_WAIT_MS if done.empty() else 0):
+                    self._drain(conn, BUSY_BROKER_POLL)
+                    return False
+                return done.empty()
             if self._drain(conn, BUSY_BROKER_POLL):
                 return False
-            if not self._waiting and self._done.empty():
+            if not self._waiting and done.empty():
                 # About to wait for a job, no work held back: not loaded.
                 self.dispatcher.flush_due(idle=True)
             try:
-                job, outcome = self._done.get(timeout=BUSY_OUTCOME_WAIT)
+                job, outcome = done.get(timeout=BUSY_OUTCOME_WAIT)
             except queue.Empty:
                 return True
             self._finished(job, outcome)

@@ -1,0 +1,84 @@
+"""The worker's one wait for a broker message or a finished job (``tidings.worker.outcomes``)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+from kombu import Connection
+
+from tidings.worker.outcomes import Outcomes, waitable_fd
+
+#: Longer than any of these waits should take: a wait that lasts it was not woken.
+LONG_MS = 10_000
+
+
+@pytest.fixture
+def watched():
+    """Outcomes watching one end of a socket pair (the other end plays the broker)."""
+    ours, broker = socket.socketpair()
+    outcomes = Outcomes()
+    assert outcomes.watch(ours.fileno())
+    yield outcomes, broker
+    ours.close()
+    broker.close()
+
+
+def test_a_finished_job_ends_the_wait_for_the_broker(watched):
+    outcomes, _ = watched
+    threading.Timer(0.05, outcomes.put, (("job", "outcome"),)).start()
+    start = time.monotonic()
+    assert outcomes.wait(LONG_MS) is False  # woken by the outcome, not by a message
+    assert time.monotonic() - start < LONG_MS / 1000 / 2
+    assert outcomes.get_nowait() == ("job", "outcome")
+    assert outcomes.empty()
+
+
+def test_a_message_ends_the_wait_and_says_so(watched):
+    outcomes, broker = watched
+    broker.send(b"\x01")
+    assert outcomes.wait(LONG_MS) is True
+    assert outcomes.empty()
+
+
+def test_nothing_pending_the_wait_lasts_its_timeout(watched):
+    outcomes, _ = watched
+    start = time.monotonic()
+    assert outcomes.wait(50) is False
+    assert time.monotonic() - start >= 0.04
+
+
+def test_wakeups_are_consumed_and_none_is_lost(watched):
+    """Many outcomes (more wake-ups than the pipe holds) end one wait; the next
+    wait blocks until the next outcome, which it does not miss."""
+    outcomes, _ = watched
+    for n in range(70_000):  # past a pipe's 64 KiB: put never blocks nor raises
+        outcomes.put((n, None))
+    assert outcomes.wait(LONG_MS) is False
+    taken = 0
+    while not outcomes.empty():
+        outcomes.get_nowait()
+        taken += 1
+    assert taken == 70_000
+    start = time.monotonic()
+    assert outcomes.wait(50) is False  # every wake-up was consumed: this one times out
+    assert time.monotonic() - start >= 0.04
+    outcomes.put(("late", None))
+    assert outcomes.wait(LONG_MS) is False
+    assert outcomes.get_nowait() == ("late", None)
+
+
+def test_rabbitmq_over_tcp_is_waited_for_on_its_socket(amqp_url):
+    with Connection(amqp_url) as conn:
+        conn.ensure_connection(max_retries=1)
+        fd = waitable_fd(conn)
+        assert fd == conn.connection.sock.fileno()
+
+
+def test_redis_and_memory_are_not(redis_url):
+    for url in (redis_url, "memory://"):
+        with Connection(url) as conn:
+            conn.ensure_connection(max_retries=1)
+            assert waitable_fd(conn) is None
