@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -30,7 +31,7 @@ def test_a_finished_job_ends_the_wait_for_the_broker(watched):
     outcomes, _ = watched
     threading.Timer(0.05, outcomes.put, (("job", "outcome"),)).start()
     start = time.monotonic()
-    assert outcomes.wait(LONG_MS) is False  # woken by the outcome, not by a message
+    assert outcomes.wait(LONG_MS) == (False, [])  # woken by the outcome, not by a message
     assert time.monotonic() - start < LONG_MS / 1000 / 2
     assert outcomes.get_nowait() == ("job", "outcome")
     assert outcomes.empty()
@@ -39,14 +40,14 @@ def test_a_finished_job_ends_the_wait_for_the_broker(watched):
 def test_a_message_ends_the_wait_and_says_so(watched):
     outcomes, broker = watched
     broker.send(b"\x01")
-    assert outcomes.wait(LONG_MS) is True
+    assert outcomes.wait(LONG_MS) == (True, [])
     assert outcomes.empty()
 
 
 def test_nothing_pending_the_wait_lasts_its_timeout(watched):
     outcomes, _ = watched
     start = time.monotonic()
-    assert outcomes.wait(50) is False
+    assert outcomes.wait(50) == (False, [])
     assert time.monotonic() - start >= 0.04
 
 
@@ -54,20 +55,46 @@ def test_wakeups_are_consumed_and_none_is_lost(watched):
     """Many outcomes (more wake-ups than the pipe holds) end one wait; the next
     wait blocks until the next outcome, which it does not miss."""
     outcomes, _ = watched
-    for n in range(70_000):  # past a pipe's 64 KiB: put never blocks nor raises
-        outcomes.put((n, None))
-    assert outcomes.wait(LONG_MS) is False
+    putter = threading.Thread(target=lambda: [outcomes.put((n, None)) for n in range(70_000)])
+    putter.start()  # past a pipe's 64 KiB of wake-ups: put never blocks nor raises
+    putter.join()
+    assert outcomes.wait(LONG_MS) == (False, [])
     taken = 0
     while not outcomes.empty():
         outcomes.get_nowait()
         taken += 1
     assert taken == 70_000
     start = time.monotonic()
-    assert outcomes.wait(50) is False  # every wake-up was consumed: this one times out
+    assert outcomes.wait(50) == (False, [])  # every wake-up was consumed: this one times out
     assert time.monotonic() - start >= 0.04
-    outcomes.put(("late", None))
-    assert outcomes.wait(LONG_MS) is False
+    threading.Thread(target=outcomes.put, args=(("late", None),)).start()
+    assert outcomes.wait(LONG_MS) == (False, [])
     assert outcomes.get_nowait() == ("late", None)
+
+
+def test_the_waiting_thread_is_not_woken_by_its_own_outcomes(watched):
+    """A prefork pool's outcomes are put by the waiting thread itself, which takes
+    them before it waits again: no wake-up is written for them."""
+    outcomes, _ = watched
+    outcomes.put(("own", None))
+    start = time.monotonic()
+    assert outcomes.wait(50) == (False, [])
+    assert time.monotonic() - start >= 0.04
+    assert outcomes.get_nowait() == ("own", None)
+
+
+def test_a_pools_descriptors_are_waited_for_and_named(watched):
+    outcomes, broker = watched
+    quiet_r, quiet_w = os.pipe()
+    ready_r, ready_w = os.pipe()
+    try:
+        threading.Timer(0.05, os.write, (ready_w, b"x")).start()
+        assert outcomes.wait(LONG_MS, [quiet_r, ready_r]) == (False, [ready_r])
+        broker.send(b"\x01")
+        assert outcomes.wait(LONG_MS, [quiet_r, ready_r]) == (True, [ready_r])
+    finally:
+        for fd in (quiet_r, quiet_w, ready_r, ready_w):
+            os.close(fd)
 
 
 def test_rabbitmq_over_tcp_is_waited_for_on_its_socket(amqp_url):

@@ -1,23 +1,31 @@
-"""Finished jobs on their way from a pool's threads to the worker's thread, with a wake-up.
+"""Finished jobs on their way to the worker's thread, and its one wait for them and the broker.
 
-Pools report outcomes from threads of their own (a prefork pool's
-collector, a threads pool's task threads); the worker handles them in its
-thread, the only one that touches the broker.  Each outcome put here also
-writes a byte to a pipe, so the worker can wait for the broker's socket and
-for finished jobs in one ``select`` (see ``Worker._poll``).
+The worker handles outcomes in its own thread, the only one that touches
+the broker.  They reach it two ways: the solo and threads pools put them
+here from the thread that ran the job (each such put also writes a byte
+to a pipe, to wake the worker), and the prefork pool's children write
+them to their pipes, which the worker's thread reads itself
+(:meth:`~tidings.worker.pool.BasePool.collect`).  While jobs run, the
+worker waits for all of these and for the broker's socket in one ``poll``
+(:meth:`Outcomes.wait`).
 
 Why: before, a worker with jobs running read the broker for up to 0.5 ms,
 then waited for an outcome for up to 2 ms.  An outcome that came during
 the broker read waited for that read to end, and so did the pool process
 that had finished: with no new message to end the read early, each
 finished job cost its process a few hundred microseconds of idleness.
+And a prefork outcome went through a thread of the pool's own, woken to
+read it and hand it over.  A prefork worker of two processes with ``-E``
+went from about 1,830 no-op tasks a second to 2,300-2,400 with the one
+wait, then to about 2,800 reading its children's pipes itself
+(``bench/worker_throughput.py``; its CPU per task 337 to 263 µs).
 
-The one wait works where the broker's socket being readable tells that a
+The broker's socket is waited for where its being readable tells that a
 message is there: py-amqp over plain TCP, which reads no further ahead
-than the frame it needs.  Not over TLS (decrypted data may wait in the TLS
-layer with the socket quiet), nor on Redis and other kombu transports
-(kombu polls sockets of its own): there the worker polls the broker
-briefly, then waits for outcomes, as before.
+than the frame it needs (:func:`waitable_fd`).  Not over TLS (decrypted
+data may wait in the TLS layer with the socket quiet), nor on Redis and
+other kombu transports (kombu polls sockets of its own): there the worker
+reads the broker briefly, then waits for outcomes, as before.
 """
 
 from __future__ import annotations
@@ -25,28 +33,28 @@ from __future__ import annotations
 import os
 import queue
 import select
+import threading
 import weakref
+from collections.abc import Sequence
 from typing import Any
 
 from amqp.transport import TCPTransport
 
 __all__ = ["Outcomes", "waitable_fd"]
 
-#: Bytes read from the wake-up pipe at once: one per outcome since the last read,
-#: and at most one outcome per running job is pending.
+#: Bytes read from the wake-up pipe at once: one per outcome put since the last
+#: read, and at most one outcome per running job is pending.
 _DRAIN_BYTES = 4096
 
 
 class Outcomes:
-    """``(job, outcome)`` pairs, first finished first; :meth:`fileno` is readable
-    while a wake-up is pending (a pair was put since the last :meth:`clear`).
+    """``(job, outcome)`` pairs, first finished first.
 
     Unbounded on purpose: at most one pair per running job is ever pending,
     and the pool's size bounds the running jobs.
     """
 
     def __init__(self) -> None:
-        self._poller: Any = None  # see watch()
         # queue.Queue, not SimpleQueue: on CPython 3.11 a signal arriving during
         # SimpleQueue.get(timeout=...) can leave it blocked for good.
         self._pairs: queue.Queue[tuple[Any, Any]] = queue.Queue()
@@ -56,10 +64,16 @@ class Outcomes:
         # Closed with this object, never before: whoever can still put holds it,
         # so no late put writes to a descriptor number reused by another file.
         weakref.finalize(self, _close, self._read_fd, self._write_fd)
+        self._broker_fd: int | None = None
+        self._waiter: int | None = None  # the thread that waits (see watch)
+        self._poller: Any = None
+        self._polled: tuple[int, ...] = ()  # the extra descriptors _poller has
 
     def put(self, item: tuple[Any, Any]) -> None:
-        """From any thread."""
+        """From any thread; from another than the waiting one, it also wakes it."""
         self._pairs.put(item)
+        if threading.get_ident() == self._waiter:
+            return  # it takes the pairs before it waits again
         try:
             os.write(self._write_fd, b"\0")
         except OSError:  # the pipe is full: wake-ups are pending already
@@ -68,32 +82,37 @@ class Outcomes:
     def get_nowait(self) -> tuple[Any, Any]:
         return self._pairs.get_nowait()
 
-    def get(self, timeout: float) -> tuple[Any, Any]:
-        return self._pairs.get(timeout=timeout)
-
     def empty(self) -> bool:
         return self._pairs.empty()
 
-    def watch(self, fd: int | None) -> bool:
-        """Wait for the broker socket ``fd`` too in :meth:`wait` (``None``: no socket
-        to wait for, see :func:`waitable_fd`); whether there is one."""
+    def watch(self, broker_fd: int | None) -> bool:
+        """Wait for the broker socket ``broker_fd`` too in :meth:`wait` (``None``: no
+        socket to wait for, see :func:`waitable_fd`); whether there is one.
+        Called by the thread that will wait."""
+        self._waiter = threading.get_ident()
+        self._broker_fd = broker_fd
         self._poller = None
-        if fd is None:
-            return False
-        self._poller = select.poll()
-        self._poller.register(fd, select.POLLIN)
-        self._poller.register(self._read_fd, select.POLLIN)
-        return True
+        return broker_fd is not None
 
-    def wait(self, timeout_ms: int) -> bool:
-        """Wait for an outcome or the watched socket; whether the socket is readable
-        (or closed: reading it then raises the connection's error).
+    def wait(self, timeout_ms: int, fds: Sequence[int] = ()) -> tuple[bool, list[int]]:
+        """Wait for an outcome, the watched socket or one of ``fds`` (a pool's, see
+        :meth:`~tidings.worker.pool.BasePool.fds`); returns whether the socket
+        is readable (or closed: reading it then raises the connection's
+        error), and which of ``fds`` are.
 
         The pending wake-ups are consumed: the caller then takes every pair
         there is.  A pair put meanwhile leaves a wake-up behind, so none is
         missed (at worst one wait returns early).
         """
+        fds = tuple(fds)
+        if self._poller is None or fds != self._polled:
+            self._poller = select.poll()
+            for fd in (self._read_fd, *fds) if self._broker_fd is None else (
+                    self._read_fd, self._broker_fd, *fds):
+                self._poller.register(fd, select.POLLIN)
+            self._polled = fds
         message = False
+        ready = []
         for fd, _ in self._poller.poll(timeout_ms):
             if fd == self._read_fd:
                 try:
@@ -101,9 +120,11 @@ class Outcomes:
                         pass
                 except OSError:  # nothing more pending
                     pass
-            else:
+            elif fd == self._broker_fd:
                 message = True
-        return message
+            else:
+                ready.append(fd)
+        return message, ready
 
 
 def waitable_fd(conn: Any) -> int | None:

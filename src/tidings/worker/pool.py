@@ -1,10 +1,18 @@
 """Execution pools: ``solo`` (in the worker's thread), ``threads``, ``prefork`` (processes).
 
-A pool runs jobs and reports each outcome through ``on_done(job, outcome)``,
-called from any thread; the worker queues outcomes and handles them in its
-own thread.  Only the prefork pool can stop one running task: it kills the
-child process running it with a signal and starts a new child; that is
-also how it enforces hard time limits.  Soft time limits work in every
+A pool runs jobs and reports each outcome through ``on_done(job, outcome)``;
+the worker queues outcomes and handles them in its own thread.  The solo
+and threads pools call it from the thread that ran the job.  The prefork
+pool's outcomes come back on its children's pipes, which the worker's
+thread waits for beside the broker (:meth:`BasePool.fds`) and reads
+(:meth:`BasePool.collect`).  No thread of the pool's own reads them and
+hands them over: that hop (a thread to wake, the GIL to hand over, a
+queue) held a prefork worker of two processes with ``-E`` to about 2,300
+no-op tasks a second, against 2,800-3,200 without it
+(``bench/worker_throughput.py``'s worker; see :mod:`.outcomes`).  Only
+the prefork pool can stop one running task: it kills the child process
+running it with a signal and starts a new child; that is also how it
+enforces hard time limits.  Soft time limits work in every
 pool (:mod:`tidings.worker.timelimits`).
 
 The threads and prefork pools grow and shrink at run time (``pool_grow``,
@@ -49,8 +57,8 @@ logger = logging.getLogger("tidings.worker.pool")
 CHILD_JOIN_TIMEOUT = 5.0
 #: Seconds a stopping prefork pool waits for running tasks to finish.
 POOL_STOP_TIMEOUT = 60.0
-#: Seconds between checks of the children's pipes when nothing arrives.
-COLLECT_INTERVAL = 0.5
+#: Seconds a stopping prefork pool waits on its children's pipes per look.
+COLLECT_INTERVAL = 0.05
 
 
 @dataclass
@@ -93,7 +101,9 @@ class BasePool:
 
     Hooks for subclasses: :meth:`start`, :meth:`apply`, :meth:`terminate`,
     :meth:`grow`, :meth:`shrink`, :meth:`restart`, :meth:`stop`,
-    :meth:`kill` and :meth:`info` (the ``pool`` part of ``stats``).
+    :meth:`kill`, :meth:`info` (the ``pool`` part of ``stats``), and for a
+    pool whose outcomes the worker's thread reads, :meth:`fds` and
+    :meth:`collect`.
     """
 
     name = "base"
@@ -130,6 +140,16 @@ class BasePool:
 
     def restart(self) -> None:
         """Start fresh processes (after modules were reloaded); threads have none."""
+
+    def fds(self) -> list[int]:
+        """Descriptors the worker's thread waits for while jobs run: when one is
+        readable, it calls :meth:`collect` with it.  None here: outcomes come
+        through ``on_done`` from the pool's threads."""
+        return []
+
+    def collect(self, ready: list[int]) -> None:
+        """Read the outcomes of the readable :meth:`fds` in ``ready`` (``on_done``
+        for each); from the worker's thread."""
 
     def stop(self) -> None: ...
 
@@ -287,10 +307,6 @@ class PreforkPool(BasePool):
         self._children = [_Child(self) for _ in range(self.size)]
         self._stopping = False
         self._hard_limits = Timer(name="tidings-hard-limits")
-        self._wake_r, self._wake_w = multiprocessing.Pipe(duplex=False)
-        self._collector = threading.Thread(target=self._collect, daemon=True,
-                                           name="tidings-pool-collector")
-        self._collector.start()
 
     @property
     def processes(self) -> list[int]:
@@ -340,7 +356,6 @@ class PreforkPool(BasePool):
         with self._lock:
             self._children.extend(_Child(self) for _ in range(n))
             self.size += n
-        self._wake()
 
     def shrink(self, n: int) -> None:
         with self._lock:
@@ -366,7 +381,6 @@ class PreforkPool(BasePool):
                     self._children.append(_Child(self))
                 else:
                     child.renew = True
-        self._wake()
 
     @staticmethod
     def _send_stop(child: _Child) -> None:
@@ -391,32 +405,27 @@ class PreforkPool(BasePool):
         if job is not None:
             self.on_done(job, outcome)
 
-    def _collect(self) -> None:
-        while not (self._stopping and not self.active):
-            with self._lock:
-                conns = {c.conn: c for c in self._children}
-            try:
-                ready = wait([*conns, self._wake_r], timeout=COLLECT_INTERVAL)
-            except OSError:
+    def fds(self) -> list[int]:
+        with self._lock:
+            return [c.conn.fileno() for c in self._children]
+
+    def collect(self, ready: list[int]) -> None:
+        with self._lock:
+            children = {c.conn.fileno(): c for c in self._children}
+        for fd in ready:
+            child = children.get(fd)
+            if child is None:  # replaced since the wait
                 continue
-            for conn in ready:
-                if conn is self._wake_r:
-                    try:
-                        conn.recv()
-                    except (EOFError, OSError):
-                        pass
-                    continue
-                child = conns[conn]
-                try:
-                    _, outcome = conn.recv()
-                except (EOFError, OSError):
-                    outcome = None
-                if outcome is None:
-                    # outside the except block: the new child is forked from this
-                    # thread and must not inherit an exception being handled
-                    self._replace(child)
-                    continue
-                self._finish(child, outcome)
+            try:
+                _, outcome = child.conn.recv()
+            except (EOFError, OSError):
+                outcome = None
+            if outcome is None:
+                # outside the except block: the new child is forked from here
+                # and must not inherit an exception being handled
+                self._replace(child)
+                continue
+            self._finish(child, outcome)
 
     def _replace(self, child: _Child) -> None:
         """A child's pipe closed: it exited (retired, killed or crashed).
@@ -456,11 +465,15 @@ class PreforkPool(BasePool):
             self._send_stop(child)
         deadline = time.monotonic() + POOL_STOP_TIMEOUT
         while self.active and time.monotonic() < deadline:
-            time.sleep(0.05)
+            with self._lock:
+                conns = [c.conn for c in self._children]
+            try:
+                self.collect([c.fileno() for c in wait(conns, timeout=COLLECT_INTERVAL)])
+            except OSError:  # a pipe closed meanwhile: look again
+                continue
         for child in children:
             child.process.join(CHILD_JOIN_TIMEOUT)
         self._hard_limits.stop()
-        self._wake()
 
     def kill(self) -> None:
         self._stopping = True
@@ -470,13 +483,6 @@ class PreforkPool(BasePool):
             if child.process.is_alive():
                 child.process.kill()
         self._hard_limits.stop()
-        self._wake()
-
-    def _wake(self) -> None:
-        try:
-            self._wake_w.send(None)
-        except (BrokenPipeError, OSError):
-            pass
 
     def info(self) -> dict[str, Any]:
         with self._lock:

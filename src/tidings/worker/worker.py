@@ -78,12 +78,11 @@ TASK_EVENT_MAX_DELAY = 0.002
 TASK_EVENT_MAX_WINDOW = 0.064
 #: Seconds the broker is polled per loop turn when no task runs.
 IDLE_POLL = 0.05
-#: While tasks run: seconds the broker is polled, then seconds spent waiting
-#: for a finished job, per loop turn (where the broker's socket cannot be
-#: waited for with the finished jobs: see ``Worker._poll``).
+#: While tasks run, per loop turn: seconds the broker is read for (first, where
+#: its socket cannot be waited for with the finished jobs: see ``Worker._poll``),
+#: and milliseconds the wait for a finished job (or a message) lasts at most.
 BUSY_BROKER_POLL = 0.0005
-BUSY_OUTCOME_WAIT = 0.002
-BUSY_OUTCOME_WAIT_MS = 2  # the same, in poll()'s unit
+BUSY_OUTCOME_WAIT_MS = 2
 #: Seconds a warm shutdown waits for running tasks.
 WARM_SHUTDOWN_TIMEOUT = 3600.0
 
@@ -281,32 +280,31 @@ class Worker:
     def _poll(self, conn: Any) -> bool:
         """Wait for broker messages or finished jobs; True if nothing happened.
 
-        While jobs run, the wait is for both at once where the broker's
-        socket tells when a message is there (:mod:`.outcomes`); else
-        the broker is polled briefly, then the wait is on the pool's
-        outcomes, so a finished job is handled soon (its ack lets the
-        broker send the next message).
+        While jobs run, one wait is for the broker's socket where it tells
+        when a message is there, for the pool's outcomes, and for the
+        pool's processes' pipes, which this thread reads (see
+        :mod:`.outcomes`); elsewhere the broker is read briefly first.  So
+        a finished job is handled at once (its ack lets the broker send the
+        next message, its process gets the next job).
         """
-        if self.pool.active:
-            done = self._done
-            if self._wait_both:  # finished jobs are left to _tick
-                if done.empty() and not self._waiting:
-                    self.dispatcher.flush_due(idle=True)  # about to wait: not loaded
-                if done.wait(BUSY_OUTCOME_WAIT_MS if done.empty() else 0):
-                    self._drain(conn, BUSY_BROKER_POLL)
-                    return False
-                return done.empty()
-            if self._drain(conn, BUSY_BROKER_POLL):
+        done, pool = self._done, self.pool
+        if pool.active:
+            if not self._wait_both and self._drain(conn, BUSY_BROKER_POLL):
                 return False
-            if not self._waiting and done.empty():
+            if done.empty() and not self._waiting:
                 # About to wait for a job, no work held back: not loaded.
                 self.dispatcher.flush_due(idle=True)
-            try:
-                job, outcome = done.get(timeout=BUSY_OUTCOME_WAIT)
-            except queue.Empty:
-                return True
-            self._finished(job, outcome)
-            return False
+            message, ready = done.wait(BUSY_OUTCOME_WAIT_MS if done.empty() else 0,
+                                       pool.fds())
+            if ready:
+                pool.collect(ready)
+            if message:
+                self._drain(conn, BUSY_BROKER_POLL)
+                return False
+            return done.empty()
+        fds = pool.fds()
+        if fds:  # no job runs: only a retired process's exit to take, if any
+            pool.collect(done.wait(0, fds)[1])
         if self.dispatcher.buffered:
             # About to wait: unless the broker has more for us already (a busy
             # worker's prefetched messages; a poll that does not wait), what is
@@ -340,7 +338,7 @@ class Worker:
             self.pool.kill()
         deadline = time.monotonic() + WARM_SHUTDOWN_TIMEOUT
         while self.pool.active and not self._stop_now and time.monotonic() < deadline:
-            self._drain(conn, IDLE_POLL)
+            self._poll(conn)  # reads the outcomes of a pool the worker's thread reads
             self._tick(start_new=False)
         self._tick(start_new=False)
         # Messages held for an ETA or a free slot were never acked: the broker
