@@ -17,8 +17,9 @@ finished job cost its process a few hundred microseconds of idleness.
 And a prefork outcome went through a thread of the pool's own, woken to
 read it and hand it over.  A prefork worker of two processes with ``-E``
 went from about 1,830 no-op tasks a second to 2,300-2,400 with the one
-wait, then to about 2,800 reading its children's pipes itself
-(``bench/worker_throughput.py``; its CPU per task 337 to 263 µs).
+wait, then to 2,800-3,200 reading its children's pipes itself, its CPU
+per task from about 330 to about 240 µs (``bench/worker_throughput.py``'s
+worker, three interleaved runs of each).
 
 The broker's socket is waited for where its being readable tells that a
 message is there: py-amqp over plain TCP, which reads no further ahead
