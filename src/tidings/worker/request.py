@@ -6,8 +6,31 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..protocol.tasks import TaskRequest
+from ..utils.jsoncodec import loads as json_loads
 
-__all__ = ["Request"]
+__all__ = ["Request", "decode_body"]
+
+_JSON = "application/json"
+_UTF8 = frozenset({"utf-8", "utf8"})
+
+
+def decode_body(message: Any) -> Any:
+    """A task message's body, as kombu's ``message.decode()`` gives it.
+
+    JSON, what Celery sends by default, is decoded by :mod:`~tidings.utils.jsoncodec`
+    (orjson when installed), where kombu builds a decoder per message; the
+    result is the standard library's, the values kombu's.  A body with a
+    ``"__type__"`` key (kombu's encoding of a datetime, a Decimal, bytes ...)
+    and any other content type, or JSON the consumer does not accept, go to
+    kombu, which turns those into their values or raises as it always did.
+    """
+    body = message.body
+    accept = message.accept
+    if (message.content_type == _JSON and message.content_encoding in _UTF8
+            and (accept is None or _JSON in accept)
+            and (b'"__type__"' if body.__class__ is bytes else '"__type__"') not in body):
+        return json_loads(body)
+    return message.decode()
 
 
 class Request:

@@ -55,7 +55,7 @@ from .outcome import Failed, Outcome, Rejected, Retried, Succeeded, Terminated
 from .outcomes import Outcomes, waitable_fd
 from .pool import POOLS, BasePool, Job
 from .ratelimits import RateLimits
-from .request import Request
+from .request import Request, decode_body
 from .revoked import Revoked
 
 if TYPE_CHECKING:
@@ -239,7 +239,7 @@ class Worker:
                        self._prefetch_for(self.pool.size) + self._held_count())
         self.qos.update()
         consumer = self.consumer = Consumer(
-            channel, list(self.task_queues), callbacks=[self._on_message],
+            channel, list(self.task_queues), on_message=self._on_message,
             accept=self.app.conf.accept_content, on_decode_error=self._on_decode_error)
         consumer.consume()
         control_channel = conn.channel()
@@ -280,12 +280,10 @@ class Worker:
     def _poll(self, conn: Any) -> bool:
         """Wait for broker messages or finished jobs; True if nothing happened.
 
-        While jobs run, one wait is for the broker's socket where it tells
-        when a message is there, for the pool's outcomes, and for the
-        pool's processes' pipes, which this thread reads (see
-        :mod:`.outcomes`); elsewhere the broker is read briefly first.  So
-        a finished job is handled at once (its ack lets the broker send the
-        next message, its process gets the next job).
+        While jobs run, one wait is for the pool's outcomes, its processes'
+        pipes (read by this thread) and, where it tells of a message, the
+        broker's socket (elsewhere the broker is read briefly first; see
+        :mod:`.outcomes`): a finished job is handled at once.
         """
         done, pool = self._done, self.pool
         if pool.active:
@@ -378,13 +376,16 @@ class Worker:
                      message.content_type, exc)
         message.reject(requeue=False)
 
-    def _on_message(self, body: Any, message: Any) -> None:
+    def _on_message(self, message: Any) -> None:
         try:
-            req = parse_message(message.headers, body)
+            req = parse_message(message.headers, decode_body(message))
         except BadMessage as exc:
             logger.error("Rejected an invalid task message: %s (headers %r)", exc,
                          {k: message.headers.get(k) for k in ("task", "id")})
             message.reject(requeue=False)
+            return
+        except Exception as exc:  # the body could not be decoded (as kombu reports it)
+            self._on_decode_error(message, exc)
             return
         task = self.app.tasks.get(req.name)
         request = Request(req, message, task)
