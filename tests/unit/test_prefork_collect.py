@@ -7,6 +7,7 @@ broker: this is what the worker's thread does between polls.
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import threading
 import time
@@ -80,3 +81,30 @@ def test_stop_waits_for_running_jobs_and_reads_their_outcomes(pool):
     pool.stop()
     assert [(j.id, type(outcome)) for j, outcome, _ in pool.done] == [("s", Succeeded)]
     assert pool.active == {}
+
+
+def test_an_unreadable_outcome_fails_its_job_and_the_pool_goes_on(pool):
+    """An outcome that cannot be unpickled (its bytes read) fails the job; the
+    process is free for the next one."""
+    pool.apply(job("odd", "proj.add", 1, 2))
+
+    class Unreadable:
+        def __init__(self, conn):
+            self.conn = conn
+
+        def recv(self):
+            self.conn.recv()
+            raise pickle.UnpicklingError("truncated")
+
+        def __getattr__(self, name):
+            return getattr(self.conn, name)
+
+    child = next(c for c in pool._children if c.job is not None)
+    child.conn = Unreadable(child.conn)
+    collect_until(pool, 1)
+    (j, outcome, _), = pool.done
+    assert j.id == "odd" and isinstance(outcome, Failed) and "truncated" in outcome[0]
+    child.conn = child.conn.conn
+    pool.apply(job("next", "proj.add", 2, 2))
+    collect_until(pool, 2)
+    assert pool.done[1][1] == Succeeded("4", pool.done[1][1].runtime)

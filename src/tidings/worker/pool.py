@@ -420,6 +420,8 @@ class PreforkPool(BasePool):
                 _, outcome = child.conn.recv()
             except (EOFError, OSError):
                 outcome = None
+            except Exception as exc:  # unreadable: the job fails, the worker goes on
+                outcome = Failed(f"unreadable outcome from the pool process: {exc!r}", None)
             if outcome is None:
                 # outside the except block: the new child is forked from here
                 # and must not inherit an exception being handled
