@@ -33,7 +33,7 @@ def test_a_finished_job_ends_the_wait_for_the_broker(watched):
     start = time.monotonic()
     assert outcomes.wait(LONG_MS) == (False, [])  # woken by the outcome, not by a message
     assert time.monotonic() - start < LONG_MS / 1000 / 2
-    assert outcomes.get_nowait() == ("job", "outcome")
+    assert outcomes.take() == [("job", "outcome")]
     assert outcomes.empty()
 
 
@@ -59,17 +59,14 @@ def test_wakeups_are_consumed_and_none_is_lost(watched):
     putter.start()  # past a pipe's 64 KiB of wake-ups: put never blocks nor raises
     putter.join()
     assert outcomes.wait(LONG_MS) == (False, [])
-    taken = 0
-    while not outcomes.empty():
-        outcomes.get_nowait()
-        taken += 1
-    assert taken == 70_000
+    assert outcomes.take() == [(n, None) for n in range(70_000)]  # in order
+    assert outcomes.empty() and outcomes.take() == []
     start = time.monotonic()
     assert outcomes.wait(50) == (False, [])  # every wake-up was consumed: this one times out
     assert time.monotonic() - start >= 0.04
     threading.Thread(target=outcomes.put, args=(("late", None),)).start()
     assert outcomes.wait(LONG_MS) == (False, [])
-    assert outcomes.get_nowait() == ("late", None)
+    assert outcomes.take() == [("late", None)]
 
 
 def test_the_waiting_thread_is_not_woken_by_its_own_outcomes(watched):
@@ -80,7 +77,7 @@ def test_the_waiting_thread_is_not_woken_by_its_own_outcomes(watched):
     start = time.monotonic()
     assert outcomes.wait(50) == (False, [])
     assert time.monotonic() - start >= 0.04
-    assert outcomes.get_nowait() == ("own", None)
+    assert outcomes.take() == [("own", None)]
 
 
 def test_a_pools_descriptors_are_waited_for_and_named(watched):

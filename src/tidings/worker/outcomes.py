@@ -32,10 +32,10 @@ reads the broker briefly, then waits for outcomes, as before.
 from __future__ import annotations
 
 import os
-import queue
 import select
 import threading
 import weakref
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -56,9 +56,9 @@ class Outcomes:
     """
 
     def __init__(self) -> None:
-        # queue.Queue, not SimpleQueue: on CPython 3.11 a signal arriving during
-        # SimpleQueue.get(timeout=...) can leave it blocked for good.
-        self._pairs: queue.Queue[tuple[Any, Any]] = queue.Queue()
+        # A deque: appends and pops are atomic, and nobody blocks on it (the
+        # wait is on the pipe below), so a queue's locks would only cost.
+        self._pairs: deque[tuple[Any, Any]] = deque()
         self._read_fd, self._write_fd = os.pipe()
         os.set_blocking(self._read_fd, False)
         os.set_blocking(self._write_fd, False)
@@ -72,7 +72,7 @@ class Outcomes:
 
     def put(self, item: tuple[Any, Any]) -> None:
         """From any thread; from another than the waiting one, it also wakes it."""
-        self._pairs.put(item)
+        self._pairs.append(item)
         if threading.get_ident() == self._waiter:
             return  # it takes the pairs before it waits again
         try:
@@ -80,11 +80,15 @@ class Outcomes:
         except OSError:  # the pipe is full: wake-ups are pending already
             pass
 
-    def get_nowait(self) -> tuple[Any, Any]:
-        return self._pairs.get_nowait()
+    def take(self) -> list[tuple[Any, Any]]:
+        """Every pair there is, first finished first."""
+        pairs, popleft = [], self._pairs.popleft
+        while self._pairs:
+            pairs.append(popleft())
+        return pairs
 
     def empty(self) -> bool:
-        return self._pairs.empty()
+        return not self._pairs
 
     def watch(self, broker_fd: int | None) -> bool:
         """Wait for the broker socket ``broker_fd`` too in :meth:`wait` (``None``: no

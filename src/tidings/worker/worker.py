@@ -19,7 +19,6 @@ import heapq
 import itertools
 import logging
 import os
-import queue
 import signal
 import threading
 import time
@@ -443,11 +442,7 @@ class Worker:
 
     def _tick(self, start_new: bool = True) -> None:
         """Handle finished jobs, due ETA tasks, and start what fits in the pool."""
-        while True:
-            try:
-                job, outcome = self._done.get_nowait()
-            except queue.Empty:
-                break
+        for job, outcome in self._done.take():
             self._finished(job, outcome)
         now = time.time()
         while self._timers and self._timers[0][0] <= now:
@@ -496,9 +491,10 @@ class Worker:
         return hard, soft
 
     def _on_done(self, job: Job, outcome: Outcome) -> None:
-        self._done.put((job, outcome))
-        if self.pool.name == "solo":
-            self._finished(*self._done.get_nowait())
+        if self.pool.name == "solo":  # in this thread, one job at a time
+            self._finished(job, outcome)
+        else:
+            self._done.put((job, outcome))
 
     def _finished(self, job: Job, outcome: Outcome) -> None:
         request = self._requests.pop(job.id, None)
