@@ -139,6 +139,18 @@ def measure_delay(impl: str, url: str, rate: float, seconds: float) -> list[floa
                 child.terminate()
                 child.wait(60)
         drop(url, queue)
+        drop_dead_letters(url)
+
+
+def drop_dead_letters(url: str) -> None:
+    """The dead-letter exchange the delay run's receiver declared for its queue
+    (the shared event exchange itself stays: the workers of every run use it)."""
+    from kombu import Connection, Exchange
+
+    from tidings.protocol.loss import DEAD_LETTER_SUFFIX
+
+    with Connection(url) as conn:
+        Exchange(EVENT_EXCHANGE + DEAD_LETTER_SUFFIX, channel=conn.default_channel).delete()
 
 
 def main() -> None:
