@@ -10,7 +10,8 @@ import time
 import pytest
 from kombu import Connection
 
-from tidings.worker.outcomes import Outcomes, waitable_fd
+from tidings.transport import waitable_fd
+from tidings.worker.outcomes import Outcomes
 
 #: Longer than any of these waits should take: a wait that lasts it was not woken.
 LONG_MS = 10_000
@@ -106,3 +107,13 @@ def test_redis_and_memory_are_not(redis_url):
         with Connection(url) as conn:
             conn.ensure_connection(max_retries=1)
             assert waitable_fd(conn) is None
+
+
+def test_a_buffered_rabbitmq_connection_is_not(amqp_url):
+    """Bytes a buffered transport already read are not on the socket any more."""
+    from tidings.transport import connection_for
+
+    with connection_for(amqp_url, buffered_reads=True) as conn:
+        conn.ensure_connection(max_retries=1)
+        assert conn.connection.sock is not None
+        assert waitable_fd(conn) is None

@@ -1,7 +1,8 @@
 """Talking to brokers: connections, the Celery topology, the embedded broker, reconnecting.
 
 * :mod:`.connection` — connections from URLs and settings, the embedded
-  broker's folder, URLs with passwords hidden;
+  broker's folder, URLs with passwords hidden, the socket a consumer may
+  wait for (``waitable_fd``);
 * :mod:`.topology` — the event exchange, receiver and task queues, and the
   remote-control mailbox, declared as Celery 5.7 declares them;
 * :mod:`.embedded` — the embedded default broker (kombu's filesystem
@@ -21,6 +22,7 @@ from .connection import (
     embedded_folder,
     is_embedded,
     redact_url,
+    waitable_fd,
 )
 from .embedded import EmbeddedChannel, EmbeddedTransport
 from .publish import publish_prepared
@@ -72,4 +74,5 @@ __all__ = [
     "publish_prepared",
     "redact_url",
     "task_queue",
+    "waitable_fd",
 ]

@@ -1,4 +1,5 @@
-"""Broker connections from URLs and settings, the embedded broker's folder, safe URLs."""
+"""Broker connections from URLs and settings, the embedded broker's folder, safe URLs,
+and the socket a consumer may wait for."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from amqp.transport import TCPTransport
 from kombu import Connection
 
 from .buffered import BufferedAMQPTransport
@@ -23,6 +25,7 @@ __all__ = [
     "embedded_folder",
     "is_embedded",
     "redact_url",
+    "waitable_fd",
 ]
 
 EMBEDDED_SCHEME = "filesystem"
@@ -120,3 +123,19 @@ def connection_from_settings(conf: Any, url: str | None = None, **kwargs: Any) -
         connect_timeout=kwargs.pop("connect_timeout", conf.broker_connection_timeout),
         buffered_reads=kwargs.pop("buffered_reads", False),
     )
+
+
+def waitable_fd(conn: Any) -> int | None:
+    """The descriptor of a connected kombu connection's broker socket, where its
+    being readable tells that a message is there; else ``None``.
+
+    That holds for py-amqp over plain TCP, which reads no further ahead than
+    the frame it needs.  Not over TLS (decrypted data may wait in the TLS
+    layer with the socket quiet), nor for :mod:`.buffered` connections
+    (bytes already read are in the buffer), nor on Redis and other kombu
+    transports (kombu polls sockets of its own).
+    """
+    transport = getattr(conn.connection, "transport", None)
+    if type(transport) is not TCPTransport or transport.sock is None:
+        return None
+    return transport.sock.fileno()

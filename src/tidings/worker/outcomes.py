@@ -22,11 +22,9 @@ per task from about 330 to about 240 µs (``bench/worker_throughput.py``'s
 worker, three interleaved runs of each).
 
 The broker's socket is waited for where its being readable tells that a
-message is there: py-amqp over plain TCP, which reads no further ahead
-than the frame it needs (:func:`waitable_fd`).  Not over TLS (decrypted
-data may wait in the TLS layer with the socket quiet), nor on Redis and
-other kombu transports (kombu polls sockets of its own): there the worker
-reads the broker briefly, then waits for outcomes, as before.
+message is there (:func:`tidings.transport.waitable_fd`: py-amqp over
+plain TCP); elsewhere the worker reads the broker briefly, then waits for
+outcomes, as before.
 """
 
 from __future__ import annotations
@@ -39,9 +37,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from amqp.transport import TCPTransport
-
-__all__ = ["Outcomes", "waitable_fd"]
+__all__ = ["Outcomes"]
 
 #: Bytes read from the wake-up pipe at once: one per outcome put since the last
 #: read, and at most one outcome per running job is pending.
@@ -92,7 +88,8 @@ class Outcomes:
 
     def watch(self, broker_fd: int | None) -> bool:
         """Wait for the broker socket ``broker_fd`` too in :meth:`wait` (``None``: no
-        socket to wait for, see :func:`waitable_fd`); whether there is one.
+        socket to wait for, see :func:`tidings.transport.waitable_fd`); whether
+        there is one.
         Called by the thread that will wait."""
         self._waiter = threading.get_ident()
         self._broker_fd = broker_fd
@@ -130,15 +127,6 @@ class Outcomes:
             else:
                 ready.append(fd)
         return message, ready
-
-
-def waitable_fd(conn: Any) -> int | None:
-    """The descriptor of a kombu connection's broker socket, where its being readable
-    tells that a message is there (see the module documentation); else ``None``."""
-    transport = getattr(conn.connection, "transport", None)
-    if type(transport) is not TCPTransport or transport.sock is None:
-        return None
-    return transport.sock.fileno()
 
 
 def _close(*fds: int) -> None:

@@ -45,13 +45,14 @@ from ..transport import (
     first_connect_retries,
     redact_url,
     task_queue,
+    waitable_fd,
 )
 from ..utils.nodenames import nodename
 from .autoscale import Autoscaler
 from .control import CONTROL_HANDLERS, ShutdownRequested
 from .hooks import EventsMiddleware, Middleware
 from .outcome import Failed, Outcome, Rejected, Retried, Succeeded, Terminated
-from .outcomes import Outcomes, waitable_fd
+from .outcomes import Outcomes
 from .pool import POOLS, BasePool, Job
 from .ratelimits import RateLimits
 from .request import Request, decode_body
