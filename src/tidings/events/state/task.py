@@ -130,9 +130,7 @@ class Task:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls._slotted = _slotted(cls)
-        cls._keys = KeyPolicy(cls, cls._protected, _NAMED, SPARSE_FIELDS - cls._slotted,
-                              put_extra)
+        _configure(cls)
 
     def __init__(self, uuid: str | None = None, cluster_state: State | None = None,
                  children: Iterable[Any] | None = None, **kwargs: Any) -> None:
@@ -313,14 +311,16 @@ class Task:
             self._children.add(uuid)
 
 
-def _slotted(cls: type) -> frozenset[str]:
-    """The names events may set that ``cls`` keeps in slots (a subclass may add some)."""
-    return frozenset(name for name in cls._settable  # type: ignore[attr-defined]
-                     if isinstance(getattr(cls, name, None), MemberDescriptorType))
+def _configure(cls: type[Task]) -> None:
+    """``cls._slotted`` (the names events may set that ``cls`` keeps in slots: a
+    subclass may add some) and ``cls._keys``, its key policy."""
+    cls._slotted = frozenset(name for name in cls._settable
+                             if isinstance(getattr(cls, name, None), MemberDescriptorType))
+    cls._keys = KeyPolicy(cls, cls._protected, _NAMED, SPARSE_FIELDS - cls._slotted,
+                          put_extra)
 
 
-Task._slotted = _slotted(Task)
-Task._keys = KeyPolicy(Task, Task._protected, _NAMED, SPARSE_FIELDS, put_extra)
+_configure(Task)
 for _name in sorted(RARE_FIELDS | SPARSE_FIELDS):
     setattr(Task, _name, TASK_DEFAULTS[_name])
 
