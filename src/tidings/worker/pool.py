@@ -410,6 +410,8 @@ class PreforkPool(BasePool):
             return [c.conn.fileno() for c in self._children]
 
     def collect(self, ready: list[int]) -> None:
+        if not ready:
+            return
         with self._lock:
             children = {c.conn.fileno(): c for c in self._children}
         for fd in ready:

@@ -294,8 +294,7 @@ class Worker:
                 self.dispatcher.flush_due(idle=True)
             message, ready = done.wait(BUSY_OUTCOME_WAIT_MS if done.empty() else 0,
                                        pool.fds())
-            if ready:
-                pool.collect(ready)
+            pool.collect(ready)
             if message:
                 self._drain(conn, BUSY_BROKER_POLL)
                 return False
