@@ -72,7 +72,7 @@ from ..transport import (
     get_exchange,
     publish_prepared,
 )
-from ..utils.jsoncodec import ENCODE_ERRORS, encode_event
+from ..utils.jsoncodec import ENCODE_ERRORS, JSON_CONTENT_TYPE, encode_event
 from ..utils.jsoncodec import loads as json_loads
 from ..utils.nodenames import anon_nodename
 from .batch_timer import BatchTimer
@@ -90,7 +90,7 @@ DISABLED_TRANSPORTS = frozenset({"sql"})
 #: looks, at most: the longest the last batch of a burst can wait.
 TIMER_PATIENCE_MAX = 0.05
 #: What a JSON event is published as (kombu's options; the body is already encoded).
-_JSON = {"content_type": "application/json", "content_encoding": "utf-8"}
+_JSON = {"content_type": JSON_CONTENT_TYPE, "content_encoding": "utf-8"}
 
 
 class _Sequence:

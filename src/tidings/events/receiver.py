@@ -64,7 +64,7 @@ from ..transport import (
     named_event_queue,
 )
 from ..utils.base64codec import decode as b64decode
-from ..utils.jsoncodec import DECODE_ERRORS
+from ..utils.jsoncodec import DECODE_ERRORS, JSON_CONTENT_TYPE, TEXT_ENCODINGS
 from ..utils.jsoncodec import loads as json_loads
 from .ingest import EventPipeline
 from .subscription import Subscription
@@ -76,9 +76,6 @@ __all__ = ["EventReceiver", "Handler"]
 
 Handler = Callable[[dict[str, Any]], Any]
 
-JSON_CONTENT_TYPE = "application/json"
-#: Content encodings under which a JSON body is text (``None``: none given).
-TEXT_ENCODINGS = frozenset({"utf-8", "utf8", None})
 #: kombu's body encoding on Redis (the envelope's ``properties.body_encoding``).
 BASE64 = "base64"
 

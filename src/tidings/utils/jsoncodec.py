@@ -45,8 +45,13 @@ import json
 from math import isfinite
 from typing import Any
 
-__all__ = ["DECODE_ERRORS", "ENCODE_ERRORS", "FAST", "dumps", "encode_event", "loads",
-           "loads_inexact_ints"]
+__all__ = ["DECODE_ERRORS", "ENCODE_ERRORS", "FAST", "JSON_CONTENT_TYPE", "TEXT_ENCODINGS",
+           "dumps", "encode_event", "loads", "loads_inexact_ints"]
+
+#: The content type of JSON message bodies (kombu's and Celery's).
+JSON_CONTENT_TYPE = "application/json"
+#: Content encodings under which a JSON body is text (``None``: none given).
+TEXT_ENCODINGS = frozenset({"utf-8", "utf8", None})
 
 #: What :func:`loads` raises for input that is not JSON (``UnicodeDecodeError``
 #: is a ``ValueError``; ``RecursionError``: nested too deep for ``json``).

@@ -6,12 +6,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..protocol.tasks import TaskRequest
+from ..utils.jsoncodec import JSON_CONTENT_TYPE, TEXT_ENCODINGS
 from ..utils.jsoncodec import loads as json_loads
 
 __all__ = ["Request", "decode_body"]
 
-_JSON = "application/json"
-_UTF8 = frozenset({"utf-8", "utf8"})
+#: A body that names no encoding is left to kombu, whose decoding then decides.
+_UTF8 = TEXT_ENCODINGS - {None}
 
 
 def decode_body(message: Any) -> Any:
@@ -26,8 +27,8 @@ def decode_body(message: Any) -> Any:
     """
     body = message.body
     accept = message.accept
-    if (message.content_type == _JSON and message.content_encoding in _UTF8
-            and (accept is None or _JSON in accept)
+    if (message.content_type == JSON_CONTENT_TYPE and message.content_encoding in _UTF8
+            and (accept is None or JSON_CONTENT_TYPE in accept)
             and (b'"__type__"' if body.__class__ is bytes else '"__type__"') not in body):
         return json_loads(body)
     return message.decode()
