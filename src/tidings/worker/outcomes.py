@@ -89,8 +89,7 @@ class Outcomes:
     def watch(self, broker_fd: int | None) -> bool:
         """Wait for the broker socket ``broker_fd`` too in :meth:`wait` (``None``: no
         socket to wait for, see :func:`tidings.transport.waitable_fd`); whether
-        there is one.
-        Called by the thread that will wait."""
+        there is one.  Called by the thread that will wait."""
         self._waiter = threading.get_ident()
         self._broker_fd = broker_fd
         self._poller = None
@@ -109,9 +108,9 @@ class Outcomes:
         fds = tuple(fds)
         if self._poller is None or fds != self._polled:
             self._poller = select.poll()
-            for fd in (self._read_fd, *fds) if self._broker_fd is None else (
-                    self._read_fd, self._broker_fd, *fds):
-                self._poller.register(fd, select.POLLIN)
+            for fd in (self._read_fd, self._broker_fd, *fds):
+                if fd is not None:
+                    self._poller.register(fd, select.POLLIN)
             self._polled = fds
         message = False
         ready = []
