@@ -59,15 +59,26 @@ def _prefix(channel) -> str:
     return channel.keyprefix_fanout
 
 
+def _bulk(data: bytes, at: int) -> tuple[bytes, int]:
+    """The RESP bulk string at ``at``, read by its length (its bytes may hold CRLF),
+    and where the next element starts."""
+    end = data.index(b"\r\n", at)
+    assert data[at:at + 1] == b"$"
+    start = end + 2
+    stop = start + int(data[at + 1:end])
+    assert data[stop:stop + 2] == b"\r\n"
+    return data[start:stop], stop + 2
+
+
 def _payload(command: bytes) -> tuple[bytes, bytes]:
     """The topic and payload of a packed ``PUBLISH``, checked against redis-py's packer."""
     from redis.connection import PythonRespSerializer
 
-    head, _, rest = command.partition(b"\r\n")
-    assert head == b"*3"
-    parts = rest.split(b"\r\n", 5)
-    topic, size, payload = parts[3], int(parts[4][1:]), parts[5][:-2]
-    assert len(payload) == size
+    assert command.startswith(b"*3\r\n")
+    verb, at = _bulk(command, 4)
+    topic, at = _bulk(command, at)
+    payload, at = _bulk(command, at)
+    assert verb == b"PUBLISH" and at == len(command)
     packed = b"".join(PythonRespSerializer(6000, lambda v: v).pack("PUBLISH", topic, payload))
     assert packed == command
     return topic, payload
@@ -88,6 +99,8 @@ def redis_channel(redis_url):
        routing_key=st.text(max_size=20))
 @example(headers={}, last="", seq=0, body=b"", content_type="application/json",
          delivery_mode=1, name="", routing_key="\x00seq")  # a placeholder's text
+@example(headers={}, last="", seq=0, body=b"", content_type="application/json",
+         delivery_mode=1, name="", routing_key="\r\n")  # CRLF in the topic
 def test_the_message_is_kombus(redis_url, redis_channel, headers, last, seq, body,
                                content_type, delivery_mode, name, routing_key):
     """kombu publishes a message; ours for the same event is the same bytes, to the same
