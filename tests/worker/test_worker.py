@@ -121,8 +121,11 @@ def test_heartbeat_cadence_and_batching_within_100ms(amqp_url, tmp_path):
         for i in range(20):
             c.proj.add.delay(i, i)
         assert c.capture.wait("task-succeeded", count=20)
-        time.sleep(2.0)
-        beats = [e["timestamp"] for e in c.capture.of("worker-heartbeat")]
+        # Four beats take about 2 s after the worker is up; waiting for them
+        # (not sleeping a fixed 2 s) keeps a beat still in flight from
+        # failing the count, while the gaps below still check the cadence.
+        beats = [e["timestamp"] for e in c.capture.wait("worker-heartbeat", count=4,
+                                                         timeout=10)]
         gaps = [b - a for a, b in itertools.pairwise(beats)]
         assert len(gaps) >= 3
         assert all(0.4 < g < 0.8 for g in gaps), gaps
