@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from ...protocol import states
 from .indexes import TaskIndex, TaskMap, WorkerMap
 from .reducer import Reducer
-from .task import FIRST_KEY, Task
+from .task import FIRST_KEY, LAST_KEY, Task
 from .timeline import Timeline
 from .worker import DriftWarnings, Worker
 
@@ -259,7 +259,7 @@ class State(Reducer):
     def _sorted_tasks(self, tasks: Iterable[Task], limit: int | None, reverse: bool
                       ) -> Iterator[tuple[str, Task]]:
         """Some of the tasks (an index's) in :meth:`tasks_by_time`'s order."""
-        key = _last_key if reverse else FIRST_KEY
+        key = LAST_KEY if reverse else FIRST_KEY
         tasks = [t for t in tasks if t.last_key is not None]
         if limit:
             chosen = (heapq.nlargest if reverse else heapq.nsmallest)(limit, tasks, key=key)
@@ -359,7 +359,6 @@ class State(Reducer):
         )
 
 
-_last_key = attrgetter("last_key")
 _name_of = attrgetter("name")
 
 

@@ -161,13 +161,13 @@ class Reducer:
         if uuid is None:
             return None
         task, created = self._task_for(uuid)
-        # the one copy of the id (the task map's key) in the task, its root id and
-        # its sort keys, not a copy per event
+        # the one copy of the id (the task map's key) in the task and its root id,
+        # not a copy per event
         uuid = event["uuid"] = task.uuid
         old_name, old_worker = task.name, task.worker
         was_ready = task.state in READY_STATES
-        origin = self._note_origin(task, subject, event)
-        key = (event.get("clock") or 0, origin or "", event.get("timestamp") or 0.0, uuid)
+        self._note_origin(task, subject, event)
+        key = (event.get("clock") or 0, event.get("timestamp") or 0.0)
         if task.place_in_time(key):
             self._newest.add(key, task)
         _share_numbers(event)
@@ -197,8 +197,8 @@ class Reducer:
         if self._order_kept:
             self._order.append(uuid)
 
-    def _note_origin(self: State, task: Task, subject: str, event: dict[str, Any]) -> str:
-        """Record who reported the event; returns the origin part of its sort key.
+    def _note_origin(self: State, task: Task, subject: str, event: dict[str, Any]) -> None:
+        """Record who reported the event.
 
         ``task-sent`` comes from a client.  Any other task event proves its
         worker alive: the worker's heartbeat list gets *our* receive time
@@ -209,7 +209,7 @@ class Reducer:
             if hostname is not None:
                 hostname = event["hostname"] = _shared(hostname)
             task.client = hostname
-            return hostname
+            return
         worker = dict.get(self.workers, hostname)
         if worker is None:
             worker = self._new_worker(hostname)
@@ -220,7 +220,6 @@ class Reducer:
         local_received = event.get("local_received")
         if local_received:
             worker.event(None, event.get("timestamp"), local_received)
-        return worker.hostname
 
     def _share_values(self: State, event: dict[str, Any], uuid: str) -> None:
         """Replace values many tasks have in common by one shared copy of each.

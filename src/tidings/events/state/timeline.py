@@ -1,11 +1,12 @@
 """Tasks in the order of their events' logical time: ``State.tasks_by_time``.
 
-A task's place in time is a sort key ``(clock, origin, timestamp, uuid)``:
-the Lamport clock of one of its events, then who sent it and when (for
-events with equal clocks), then the task id (so two tasks never tie).  A
-:class:`Timeline` keeps the keys of one end of every task's span (the State
-keeps one, of each task's latest event, for newest first) in a list sorted
-by key, and beside it, at the same index, the task each key was filed for.
+A task's place in time is a key ``(clock, timestamp)``: the Lamport clock
+of one of its events, then when it was sent (for events with equal
+clocks); tasks with equal keys go by task id, so two tasks never tie.
+A :class:`Timeline` keeps the keys of one end of every task's span (the
+State keeps one, of each task's latest event, for newest first) in a list
+sorted by key and id, and beside it, at the same index, the task each key
+was filed for.
 
 Why this shape:
 
@@ -13,7 +14,9 @@ Why this shape:
   always the largest: one ``append``.  A late event (a batch from another
   worker, a retry) goes in with a binary search of the last few entries
   (the whole list only when the key is older than all of them) and an
-  insert near the end.
+  insert near the end.  Equal keys are rare (one clock, one timestamp):
+  the id, which the key leaves out to be 16 bytes smaller, is read only
+  then, from the tasks beside the equal keys.
 * A task's old key is not searched for and removed when it gets a new
   one: the old entry stays, and a walk skips it because the task's current
   key is another object (an identity test, no comparison).  A task that
@@ -39,7 +42,10 @@ Differences from Celery: Celery keeps ``(clock, timestamp, origin, ref)``
 in a heap and walks the heap's list, which is in heap order, not sorted,
 so its "newest first" is only roughly so, and its ``limit`` counts heap
 entries (repeated and dead ones included) rather than tasks.  Here the
-order is exact and ``limit`` counts tasks.
+order is exact and ``limit`` counts tasks.  Celery's tuples compare equal
+clocks by sender name; here the timestamp decides (of two senders' events
+with one clock, the wall clock is the better guess of which came first),
+then the task id.
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Iterable
 from itertools import compress
-from operator import attrgetter, is_, itemgetter
+from operator import attrgetter, is_
 from typing import Any
 
 __all__ = ["Timeline"]
@@ -74,12 +80,15 @@ NEAR_END = 64
 #: tasks in the State (plus ``STALE_EXTRA``), before a compaction frees them.
 FORGOTTEN_SHARE = 4
 
-_first = itemgetter(0)
+
+
+def _key_and_id(pair: tuple[tuple, Any]) -> tuple[tuple, Any]:
+    return pair[0], pair[1].uuid
 
 
 class Timeline:
-    """The sort keys of ``tasks`` read from attribute ``attr``, kept sorted,
-    each beside its task.
+    """The keys of ``tasks`` read from attribute ``attr``, kept sorted (equal
+    keys by their tasks' ``uuid``), each beside its task.
 
     Not thread-safe: the State calls it under its lock.
     """
@@ -104,7 +113,7 @@ class Timeline:
     def add(self, key: tuple, task: Any) -> None:
         """Record that ``task``'s key is now ``key`` (its previous entry goes stale)."""
         entries = self._entries
-        if not entries or key >= entries[-1]:
+        if not entries or key > entries[-1]:
             entries.append(key)
             self._owners.append(task)
         else:
@@ -114,8 +123,13 @@ class Timeline:
             if lo <= 0 or entries[lo - 1] > key:
                 lo = 0
             at = bisect_right(entries, key, lo)
+            owners = self._owners
+            if at and entries[at - 1] == key:  # equal keys: by task id among them
+                uuid = task.uuid
+                while at and entries[at - 1] == key and owners[at - 1].uuid > uuid:
+                    at -= 1
             entries.insert(at, key)
-            self._owners.insert(at, task)
+            owners.insert(at, task)
         if len(entries) > len(self._tasks) * STALE_SHARE + STALE_EXTRA:
             self.compact()
 
@@ -145,7 +159,7 @@ class Timeline:
         """Start over from ``tasks``' current keys (after a clear or an unpickle)."""
         key_of = self._key_of
         pairs = sorted(((key, task) for task in tasks if (key := key_of(task)) is not None),
-                       key=_first)
+                       key=_key_and_id)
         self._entries = [key for key, _ in pairs]
         self._owners = [task for _, task in pairs]
         self._forgotten = 0
