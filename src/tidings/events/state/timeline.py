@@ -81,7 +81,6 @@ NEAR_END = 64
 FORGOTTEN_SHARE = 4
 
 
-
 def _key_and_id(pair: tuple[tuple, Any]) -> tuple[tuple, Any]:
     return pair[0], pair[1].uuid
 
