@@ -770,6 +770,43 @@ def test_tasks_with_equal_time_keys_go_by_id(order, later, limit):
     assert s.tasks[order[-1]].last_key == (5, 1.0) == s.tasks[order[-1]].first_key
 
 
+class _IdReadsCounted(Task):
+    """A task that counts how often its id is read."""
+
+    __slots__ = ("_id",)
+    reads = 0
+
+    @property
+    def uuid(self):
+        _IdReadsCounted.reads += 1
+        return self._id
+
+    @uuid.setter
+    def uuid(self, value):
+        self._id = value
+
+
+class _IdReadsCountedState(State):
+    Task = _IdReadsCounted
+
+
+def test_many_tasks_with_one_time_key_cost_a_logarithm_each():
+    """Events that all carry one clock and one timestamp (a sender that sends no clock,
+    or one that means harm) must not make each new task walk all the others."""
+    import random
+
+    n = 3000
+    rnd = random.Random(3)
+    uuids = [f"{rnd.getrandbits(64):016x}-{i}" for i in range(n)]  # in random order
+    s = _IdReadsCountedState(max_tasks_in_memory=n)
+    _IdReadsCounted.reads = 0
+    for uuid in uuids:
+        s.event({"type": "task-received", "uuid": uuid, "hostname": "w1@h", "name": "n"})
+    per_task = _IdReadsCounted.reads / n
+    assert per_task < 40, per_task  # a walk among equal keys: about n / 4 = 750
+    assert [u for u, _ in s.tasks_by_time()] == sorted(uuids, reverse=True)
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.integers(0, 400), min_size=150, max_size=400))
 def test_late_events_far_back_and_near_the_end_keep_time_order_exact(lateness):

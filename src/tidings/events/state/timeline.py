@@ -16,7 +16,9 @@ Why this shape:
   (the whole list only when the key is older than all of them) and an
   insert near the end.  Equal keys are rare (one clock, one timestamp):
   the id, which the key leaves out to be 16 bytes smaller, is read only
-  then, from the tasks beside the equal keys.
+  then, from the tasks beside the equal keys, by a binary search among
+  them (a sender that gives every event one key, or none, costs a
+  logarithm per task, not a walk past all the others).
 * A task's old key is not searched for and removed when it gets a new
   one: the old entry stays, and a walk skips it because the task's current
   key is another object (an identity test, no comparison).  A task that
@@ -50,7 +52,7 @@ then the task id.
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from itertools import compress
 from operator import attrgetter, is_
@@ -79,6 +81,8 @@ NEAR_END = 64
 #: Forgotten tasks that stale entries may keep alive, as a fraction of the
 #: tasks in the State (plus ``STALE_EXTRA``), before a compaction frees them.
 FORGOTTEN_SHARE = 4
+
+_uuid_of = attrgetter("uuid")
 
 
 def _key_and_id(pair: tuple[tuple, Any]) -> tuple[tuple, Any]:
@@ -123,10 +127,10 @@ class Timeline:
                 lo = 0
             at = bisect_right(entries, key, lo)
             owners = self._owners
-            if at and entries[at - 1] == key:  # equal keys: by task id among them
-                uuid = task.uuid
-                while at and entries[at - 1] == key and owners[at - 1].uuid > uuid:
-                    at -= 1
+            if at and entries[at - 1] == key:
+                # equal keys: by task id among them (a binary search as well)
+                start = bisect_left(entries, key, 0, at)
+                at = bisect_right(owners, task.uuid, start, at, key=_uuid_of)
             entries.insert(at, key)
             owners.insert(at, task)
         if len(entries) > len(self._tasks) * STALE_SHARE + STALE_EXTRA:
