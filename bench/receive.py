@@ -214,16 +214,29 @@ def publish_and_measure(impl: str, broker: str, msgs: list[tuple[str, str, int]]
 def delete_exchange(broker: str, name: str) -> None:
     """The run's exchange goes with it, and on RabbitMQ the dead-letter exchange a
     receiver declares beside it (a broker error here loses nothing)."""
-    from kombu import Connection, Exchange
+    from kombu import Connection
 
-    from tidings.protocol.loss import DEAD_LETTER_SUFFIX
     from tidings.transport import get_exchange
 
     with Connection(broker) as conn:
         try:
             get_exchange(conn, name)(conn.default_channel).delete()
+        except Exception:
+            pass
+    delete_dead_letters(broker, name)
+
+
+def delete_dead_letters(broker: str, name: str) -> None:
+    """On RabbitMQ, the dead-letter exchange a receiver of exchange ``name`` declared
+    beside it (a broker error here loses nothing)."""
+    from kombu import Connection, Exchange
+
+    from tidings.protocol.loss import DEAD_LETTER_SUFFIX
+
+    with Connection(broker) as conn:
+        try:
             if conn.transport.driver_type == "amqp":
-                Exchange(name + DEAD_LETTER_SUFFIX)(conn.channel()).delete()
+                Exchange(name + DEAD_LETTER_SUFFIX)(conn.default_channel).delete()
         except Exception:
             pass
 

@@ -28,6 +28,10 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+from receive import delete_dead_letters  # noqa: E402
+
 EVENT_EXCHANGE = "bench-ev"
 
 
@@ -139,18 +143,9 @@ def measure_delay(impl: str, url: str, rate: float, seconds: float) -> list[floa
                 child.terminate()
                 child.wait(60)
         drop(url, queue)
-        drop_dead_letters(url)
-
-
-def drop_dead_letters(url: str) -> None:
-    """The dead-letter exchange the delay run's receiver declared for its queue
-    (the shared event exchange itself stays: the workers of every run use it)."""
-    from kombu import Connection, Exchange
-
-    from tidings.protocol.loss import DEAD_LETTER_SUFFIX
-
-    with Connection(url) as conn:
-        Exchange(EVENT_EXCHANGE + DEAD_LETTER_SUFFIX, channel=conn.default_channel).delete()
+        # the receiver's dead-letter exchange goes; the shared event exchange
+        # stays (the workers of every run use it)
+        delete_dead_letters(url, EVENT_EXCHANGE)
 
 
 def main() -> None:
