@@ -69,18 +69,20 @@ SHORT = 0.01
 
 def best(fun: Callable[[], object], repeat: int) -> float:
     """Seconds per call of ``fun``, the best of ``repeat`` timings, each after a
-    ``gc.collect()``; one call per timing, or as many as fill :data:`SHORT`."""
-    gc.collect()
-    start = time.perf_counter()
-    fun()
-    calls = max(1, int(SHORT / max(time.perf_counter() - start, 1e-7)))
-    times = []
-    for _ in range(repeat):
+    ``gc.collect()``: of one call, or, for a read of under a millisecond, of as
+    many calls as fill :data:`SHORT` (the first call says which)."""
+    calls = 1
+    times: list[float] = []
+    while len(times) < repeat:
         gc.collect()
         start = time.perf_counter()
         for _ in range(calls):
             fun()
-        times.append((time.perf_counter() - start) / calls)
+        elapsed = time.perf_counter() - start
+        if calls == 1 and elapsed < SHORT / 10:  # short: timed again, over many calls
+            calls = int(SHORT / max(elapsed, 1e-7))
+            continue
+        times.append(elapsed / calls)
     return min(times)
 
 
