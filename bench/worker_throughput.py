@@ -33,6 +33,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 from receive import delete_dead_letters  # noqa: E402
 
 EVENT_EXCHANGE = "bench-ev"
+#: The workers' remote-control exchange (theirs, not a live cluster's).
+CONTROL_EXCHANGE = "bench-ctl"
 
 
 def publish(url: str, queue: str, name: str, n: int) -> None:
@@ -75,7 +77,8 @@ def start_worker(impl: str, pool: str, events: bool, url: str, queue: str
     env = dict(os.environ, PYTHONPATH=str(ROOT), TIDINGS_BROKER_URL=url, INTEROP_BROKER=url,
                INTEROP_QUEUE=queue, TIDINGS_TASK_DEFAULT_QUEUE=queue,
                TIDINGS_EVENT_EXCHANGE=EVENT_EXCHANGE, INTEROP_EVENT_EXCHANGE=EVENT_EXCHANGE,
-               TIDINGS_CONTROL_EXCHANGE="bench-ctl", INTEROP_CONTROL_EXCHANGE="bench-ctl")
+               TIDINGS_CONTROL_EXCHANGE=CONTROL_EXCHANGE,
+               INTEROP_CONTROL_EXCHANGE=CONTROL_EXCHANGE)
     concurrency = "1" if pool == "solo" else "2"
     if impl == "tidings":
         cmd = [sys.executable, "-m", "tidings", "-A", "tests.worker.proj", "worker", "-P", pool,
@@ -144,7 +147,7 @@ def measure_delay(impl: str, url: str, rate: float, seconds: float) -> list[floa
                 child.wait(60)
         drop(url, queue)
         # the receiver's dead-letter exchange goes; the shared event exchange
-        # stays (the workers of every run use it)
+        # stays until the end (the workers of every run use it: drop_shared)
         delete_dead_letters(url, EVENT_EXCHANGE)
 
 
@@ -158,18 +161,45 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="throughput runs, median")
     args = parser.parse_args()
     measures = args.measures.split(",")
-    if "throughput" in measures:
-        throughput(args)
-    if "delay" in measures:
-        from publish import percentile
+    try:
+        if "throughput" in measures:
+            throughput(args)
+        if "delay" in measures:
+            delay(args)
+    finally:
+        drop_shared(args.broker)
 
-        print(f"\ntask event delay, prefork with -E, {args.delay_rate:,.0f} tasks/s "
-              f"for {args.delay_seconds:g} s")
-        print(f"{'':22}{'events':>8}{'p50 ms':>9}{'p99 ms':>9}")
-        for impl in ("celery", "tidings"):
-            delays = measure_delay(impl, args.broker, args.delay_rate, args.delay_seconds)
-            print(f"{impl:<22}{len(delays):>8}{percentile(delays, 0.5) * 1e3:>9.2f}"
-                  f"{percentile(delays, 0.99) * 1e3:>9.2f}")
+
+def delay(args: argparse.Namespace) -> None:
+    from publish import percentile
+
+    print(f"\ntask event delay, prefork with -E, {args.delay_rate:,.0f} tasks/s "
+          f"for {args.delay_seconds:g} s")
+    print(f"{'':22}{'events':>8}{'p50 ms':>9}{'p99 ms':>9}")
+    for impl in ("celery", "tidings"):
+        delays = measure_delay(impl, args.broker, args.delay_rate, args.delay_seconds)
+        print(f"{impl:<22}{len(delays):>8}{percentile(delays, 0.5) * 1e3:>9.2f}"
+              f"{percentile(delays, 0.99) * 1e3:>9.2f}")
+
+
+def drop_shared(url: str) -> None:
+    """The exchanges the workers of every run shared go at the end: the event
+    exchange and the remote-control mailbox's two (a broker error loses nothing)."""
+    from kombu import Connection
+
+    from tidings import App
+    from tidings.transport import get_exchange
+    from tidings.transport.topology import control_mailbox
+
+    mailbox = control_mailbox(App("bench", broker=url, control_exchange=CONTROL_EXCHANGE).conf,
+                              None)
+    with Connection(url) as conn:
+        for exchange in (get_exchange(conn, EVENT_EXCHANGE), mailbox.exchange,
+                         mailbox.reply_exchange):
+            try:
+                exchange(conn.channel()).delete()
+            except Exception:
+                pass
 
 
 def throughput(args: argparse.Namespace) -> None:
@@ -196,6 +226,7 @@ def throughput(args: argparse.Namespace) -> None:
         (c_off, c_on), (t_off, t_on) = rates["celery", pool], rates["tidings", pool]
         print(f"{pool}: tidings/celery events off {t_off / c_off:.2f}x, "
               f"events on {t_on / c_on:.2f}x")
+
 
 if __name__ == "__main__":
     main()
