@@ -212,3 +212,28 @@ def test_a_non_blocking_read_of_an_incomplete_frame_times_out_and_keeps_it(pair)
     b.sendall(whole[9:])
     a.settimeout(2)
     assert transport.read_frame() == (1, 3, b"abcdef")
+
+
+def test_the_pacer_is_told_what_each_read_brought(pair, monkeypatch):
+    """Before a read that would wait, the pacer learns the messages (three frames each)
+    and bytes read since the last one, and its wait adapts to them."""
+    from tidings.transport import buffered as buffered_module
+    from tidings.transport.pacing import ReadPacer
+
+    told: list[tuple[int, int]] = []
+
+    class Recording(ReadPacer):
+        def took(self, messages: int, nbytes: int) -> None:
+            told.append((messages, nbytes))
+            super().took(messages, nbytes)
+
+    monkeypatch.setattr(buffered_module, "ReadPacer", Recording)
+    a, b = pair
+    buffered = reader(BufferedTCPTransport, a)
+    burst = b"".join(frame(3, 1, b"x" * 100) for _ in range(30))
+    b.sendall(burst)
+    for _ in range(30):
+        buffered.read_frame()
+    b.sendall(frame(3, 1, b"y"))
+    assert buffered.read_frame() == (3, 1, b"y")
+    assert told[-1] == (10, len(burst))

@@ -277,3 +277,25 @@ def test_without_hiredis_replies_are_read_one_at_a_time(app, monkeypatch):
     assert [e["uuid"] for e in reader.events] == [f"task-{n}" for n in range(20)]
     assert reader.envelopes == 20
     assert reads.sizes and set(reads.sizes) == {None}
+
+
+def test_the_pacer_is_told_the_messages_each_read_brought(app, monkeypatch):
+    """What each read took reaches the read pacer, whose wait adapts to it."""
+    from tidings.transport import redis_read
+    from tidings.transport.pacing import ReadPacer
+
+    told: list[tuple[int, int]] = []
+
+    class Recording(ReadPacer):
+        def took(self, messages: int, nbytes: int) -> None:
+            told.append((messages, nbytes))
+            super().took(messages, nbytes)
+
+    monkeypatch.setattr(redis_read, "ReadPacer", Recording)
+    conn = app.connection_for_read()
+    with Reader(app, conn) as reader:
+        _publish_events(app, [_task_event(n) for n in range(300)])
+        assert _wait(lambda: len(reader.events) == 300), len(reader.events)
+    assert sum(m for m, _ in told) == 300
+    # each message's envelope: its base64 body and kombu's fields, a few hundred bytes
+    assert all(300 * m <= n <= 3000 * m for m, n in told), told

@@ -174,8 +174,14 @@ class RedisReadChannel(kombu_redis.Channel):
         if replies is None:  # without hiredis, or another kind of connection
             return super()._receive()
         delivered = False
+        messages = size = 0  # what the read brought, for the pacer
         for reply in replies:
             delivered = bool(self._take_reply(c, reply)) or delivered
+            if isinstance(reply, list) and reply and reply[0] in _MESSAGE_KINDS:
+                messages += 1
+                data = reply[-1]
+                size += len(data) if isinstance(data, bytes | str) else 0
+        self._pacer.took(messages, size)
         return delivered
 
     def _receive_one(self, c: Any) -> Any:
