@@ -12,6 +12,7 @@ class FakeClock:
     def __init__(self) -> None:
         self.now = 1000.0
         self.sleeps: list[float] = []
+        self.reads: list[float] = []  # when each read started (after its pace)
 
     def monotonic(self) -> float:
         return self.now
@@ -36,6 +37,7 @@ def reads(pacer: ReadPacer, clock: FakeClock, n: int, rate: float, work: float =
     for _ in range(n):
         before = clock.now
         pacer.pace()
+        clock.reads.append(clock.now)
         clock.now += work
         messages = round(rate * (clock.now - before))
         pacer.took(messages, messages * nbytes)
@@ -51,16 +53,31 @@ def test_traffic_slower_than_a_read_per_wait_is_read_at_once(clock):
     assert pacer.wait == MIN_WAIT
 
 
+def apart(clock: FakeClock) -> float:
+    """Seconds between the last two reads."""
+    return clock.reads[-1] - clock.reads[-2]
+
+
 def test_a_busy_stream_waits_the_most_and_a_slower_one_the_least_again(clock):
     pacer = ReadPacer()
-    reads(pacer, clock, 5, rate=BUSY_RATE * 3)
-    assert clock.sleeps[0] == MIN_WAIT  # at first, the least
+    reads(pacer, clock, 2, rate=BUSY_RATE * 3)
+    assert apart(clock) == pytest.approx(MIN_WAIT)  # at first, the least
+    # handling a read counts in the wait: the pacer sleeps only the rest of it
+    assert clock.sleeps[-1] == pytest.approx(MIN_WAIT - 0.0002)
     reads(pacer, clock, 40, rate=BUSY_RATE * 3)
-    assert pacer.wait == MAX_WAIT and clock.sleeps[-1] == MAX_WAIT
+    # a quarter of the wake-ups: each read takes about four times as many messages
+    assert pacer.wait == MAX_WAIT and apart(clock) == pytest.approx(MAX_WAIT)
     assert pacer.rate == pytest.approx(BUSY_RATE * 3, rel=0.1)
-    # a quarter of the wake-ups: each read now takes about four times as many messages
     reads(pacer, clock, 40, rate=BUSY_RATE * 0.4)
-    assert pacer.wait == MIN_WAIT and clock.sleeps[-1] == MIN_WAIT
+    assert pacer.wait == MIN_WAIT and apart(clock) == pytest.approx(MIN_WAIT)
+
+
+def test_a_read_handled_for_longer_than_the_wait_is_followed_at_once(clock):
+    pacer = ReadPacer()
+    reads(pacer, clock, 40, rate=BUSY_RATE * 3)
+    sleeps = len(clock.sleeps)
+    reads(pacer, clock, 10, rate=BUSY_RATE * 3, work=MAX_WAIT * 1.5)
+    assert len(clock.sleeps) == sleeps + 1  # the first, after a short handling
 
 
 def test_between_the_two_rates_the_wait_stays_as_it_was(clock):

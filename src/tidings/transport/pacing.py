@@ -4,10 +4,10 @@ A consumer that keeps up with its senders wakes up for every message, and
 pays per wake-up for the poll, the read and the Python around them (on
 RabbitMQ, ``bench/receive.py``'s receiver went from about 80 to about 65 µs
 of CPU per one-event message with pacing alone).  A read that comes less
-than the pacer's wait after the previous one first waits that long, so that
-the messages of that moment arrive and are read together.  A monitor does
-not see a few milliseconds; traffic slower than one message per wait is
-read at once.  (Celery's receivers read each message as it comes.)
+than the pacer's wait after the previous one first waits until it is that
+far from it, so that the messages of that moment arrive and are read
+together.  A monitor does not see a few milliseconds; traffic slower than
+one message per wait is read at once.  (Celery's receivers read each message as it comes.)
 
 The wait adapts to the traffic, as the dispatcher's batching does on the
 sending side: it is :data:`MIN_WAIT` while the messages come at less than
@@ -31,8 +31,8 @@ from time import monotonic, sleep
 
 __all__ = ["BEHIND_BYTES", "BUSY_RATE", "MAX_WAIT", "MIN_WAIT", "SMOOTHING", "ReadPacer"]
 
-#: Seconds a read waits when the previous one was less than that long ago: the
-#: least, where the wait starts and where slow traffic keeps it.
+#: Seconds between the starts of two reads, at least: the least wait, where it
+#: starts and where slow traffic keeps it.
 MIN_WAIT = 0.001
 #: The most: what a busy stream's events may wait before they are read.
 MAX_WAIT = 0.004
@@ -66,7 +66,7 @@ class ReadPacer:
 
     @property
     def wait(self) -> float:
-        """Seconds the next read waits if it comes soon after the last one."""
+        """Seconds that reads are apart at least, now."""
         return self._wait
 
     @property
@@ -75,10 +75,11 @@ class ReadPacer:
         return self._messages / self._seconds if self._seconds > 0 else 0.0
 
     def pace(self) -> None:
-        """Called before a read that would wait for the socket."""
+        """Called before a read that would wait for the socket: the reads are at
+        least the wait apart (what the previous one took to handle counts)."""
         now = monotonic()
-        wait = self._wait
-        if now - self._last < wait:
+        wait = self._last + self._wait - now
+        if wait > 0:
             sleep(wait)
             now += wait
         self._last = now
