@@ -7,7 +7,8 @@ of CPU per one-event message with pacing alone).  A read that comes less
 than the pacer's wait after the previous one first waits until it is that
 far from it, so that the messages of that moment arrive and are read
 together.  A monitor does not see a few milliseconds; traffic slower than
-one message per wait is read at once.  (Celery's receivers read each message as it comes.)
+one message per wait is read at once.  (Celery's receivers read each
+message as it comes.)
 
 The wait adapts to the traffic, as the dispatcher's batching does on the
 sending side: it is :data:`MIN_WAIT` while the messages come at less than
