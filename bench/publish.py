@@ -30,6 +30,9 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+from receive import delete_exchange  # noqa: E402
 
 BROKERS = {"amqp": "amqp://guest:guest@127.0.0.1:5672//", "redis": "redis://127.0.0.1:6379/14"}
 FIELDS = {"uuid": "3e5b0a52-5f0a-4c47-9a4b-2a3b5e1c1d0f", "name": "proj.tasks.add",
@@ -135,8 +138,14 @@ def _python(*args: str, **kwargs) -> subprocess.Popen:
 def measure_rate(impl: str, broker: str, events: int) -> float:
     exchange = f"bench.publish.{uuid.uuid4().hex[:8]}"
     child = _python("rate", impl, broker, exchange, str(events))
-    out, _ = child.communicate(timeout=600)
-    return json.loads(out)["rate"]
+    try:
+        out, _ = child.communicate(timeout=600)
+        return json.loads(out)["rate"]
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        delete_exchange(broker, exchange)
 
 
 def measure_delay(impl: str, broker: str, rate: float, seconds: float) -> list[float]:
@@ -159,6 +168,7 @@ def measure_delay(impl: str, broker: str, rate: float, seconds: float) -> list[f
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+        delete_exchange(broker, exchange)  # and the receiver's dead-letter exchange
 
 
 def percentile(values: list[float], q: float) -> float:
