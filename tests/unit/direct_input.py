@@ -2,7 +2,8 @@
 
 A receiver that takes its messages directly (RabbitMQ deliveries, Redis
 envelopes) must end with what a receiver on kombu's path ends with; these
-are the messages both read.
+are the messages both read.  And what those paths tell their read pacer,
+recorded (:func:`record_pacer`).
 """
 
 from __future__ import annotations
@@ -74,3 +75,18 @@ def publish_everything(app: Any, url: str,
         theirs.send("task-succeeded", uuid="c1", result="3", runtime=0.01)
         messages += 2
     return 1 + 8 + 1 + 2 + 90 + 2, messages
+
+
+def record_pacer(monkeypatch: Any, module: Any) -> list[tuple[int, int]]:
+    """The ``(messages, nbytes)`` each read pacer made by ``module`` is told, from now on."""
+    from tidings.transport.pacing import ReadPacer
+
+    told: list[tuple[int, int]] = []
+
+    class Recording(ReadPacer):
+        def took(self, messages: int, nbytes: int) -> None:
+            told.append((messages, nbytes))
+            super().took(messages, nbytes)
+
+    monkeypatch.setattr(module, "ReadPacer", Recording)
+    return told

@@ -217,17 +217,10 @@ def test_a_non_blocking_read_of_an_incomplete_frame_times_out_and_keeps_it(pair)
 def test_the_pacer_is_told_what_each_read_brought(pair, monkeypatch):
     """Before a read that would wait, the pacer learns the messages (three frames each)
     and bytes read since the last one, and its wait adapts to them."""
+    from tests.unit.direct_input import record_pacer
     from tidings.transport import buffered as buffered_module
-    from tidings.transport.pacing import ReadPacer
 
-    told: list[tuple[int, int]] = []
-
-    class Recording(ReadPacer):
-        def took(self, messages: int, nbytes: int) -> None:
-            told.append((messages, nbytes))
-            super().took(messages, nbytes)
-
-    monkeypatch.setattr(buffered_module, "ReadPacer", Recording)
+    told = record_pacer(monkeypatch, buffered_module)
     a, b = pair
     buffered = reader(BufferedTCPTransport, a)
     burst = b"".join(frame(3, 1, b"x" * 100) for _ in range(30))

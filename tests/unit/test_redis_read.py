@@ -18,7 +18,7 @@ import pytest
 from kombu import Connection, Exchange, Producer
 
 from tests.conftest import cleanup_broker, make_app
-from tests.unit.direct_input import publish_everything
+from tests.unit.direct_input import publish_everything, record_pacer
 from tidings.events import EventReceiver
 from tidings.transport.redis_read import RedisReadChannel
 
@@ -282,16 +282,8 @@ def test_without_hiredis_replies_are_read_one_at_a_time(app, monkeypatch):
 def test_the_pacer_is_told_the_messages_each_read_brought(app, monkeypatch):
     """What each read took reaches the read pacer, whose wait adapts to it."""
     from tidings.transport import redis_read
-    from tidings.transport.pacing import ReadPacer
 
-    told: list[tuple[int, int]] = []
-
-    class Recording(ReadPacer):
-        def took(self, messages: int, nbytes: int) -> None:
-            told.append((messages, nbytes))
-            super().took(messages, nbytes)
-
-    monkeypatch.setattr(redis_read, "ReadPacer", Recording)
+    told = record_pacer(monkeypatch, redis_read)
     conn = app.connection_for_read()
     with Reader(app, conn) as reader:
         _publish_events(app, [_task_event(n) for n in range(300)])
