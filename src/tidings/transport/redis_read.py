@@ -173,16 +173,13 @@ class RedisReadChannel(kombu_redis.Channel):
             raise
         if replies is None:  # without hiredis, or another kind of connection
             return super()._receive()
-        delivered = False
-        messages = size = 0  # what the read brought, for the pacer
+        messages = size = 0  # what the read delivered, for the pacer
         for reply in replies:
-            delivered = bool(self._take_reply(c, reply)) or delivered
-            if isinstance(reply, list) and reply and reply[0] in _MESSAGE_KINDS:
+            if self._take_reply(c, reply):  # a message, its body text or bytes
                 messages += 1
-                data = reply[-1]
-                size += len(data) if isinstance(data, bytes | str) else 0
+                size += len(reply[-1])
         self._pacer.took(messages, size)
-        return delivered
+        return messages > 0
 
     def _receive_one(self, c: Any) -> Any:
         if not self._envelope_handlers:
