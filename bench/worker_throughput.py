@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from receive import delete_dead_letters  # noqa: E402
+from receive import delete_dead_letters, delete_exchange  # noqa: E402
 
 EVENT_EXCHANGE = "bench-ev"
 #: The workers' remote-control exchange (theirs, not a live cluster's).
@@ -185,21 +185,13 @@ def delay(args: argparse.Namespace) -> None:
 def drop_shared(url: str) -> None:
     """The exchanges the workers of every run shared go at the end: the event
     exchange and the remote-control mailbox's two (a broker error loses nothing)."""
-    from kombu import Connection
-
     from tidings import App
-    from tidings.transport import get_exchange
     from tidings.transport.topology import control_mailbox
 
     mailbox = control_mailbox(App("bench", broker=url, control_exchange=CONTROL_EXCHANGE).conf,
                               None)
-    with Connection(url) as conn:
-        for exchange in (get_exchange(conn, EVENT_EXCHANGE), mailbox.exchange,
-                         mailbox.reply_exchange):
-            try:
-                exchange(conn.channel()).delete()
-            except Exception:
-                pass
+    for name in (EVENT_EXCHANGE, mailbox.exchange.name, mailbox.reply_exchange.name):
+        delete_exchange(url, name)
 
 
 def throughput(args: argparse.Namespace) -> None:
