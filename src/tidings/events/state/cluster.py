@@ -99,7 +99,7 @@ class State(Reducer):
         #: Custom handlers by event group: ``handlers['custom'] = fun(subject, event)``.
         self.handlers: dict[str, Callable[[str, dict], Any]] = {}
         #: Every task by its latest event (``tasks_by_time``, newest first).
-        self._newest = Timeline(self.tasks, "last_key")
+        self._newest = Timeline(self.tasks)
         self.tasks.on_remove = self._removed_from_map
         self.tasks_by_type = TaskIndex(self.tasks, self._sorted_tasks, _name_of)
         self.tasks_by_worker = TaskIndex(self.tasks, self._sorted_tasks, _hostname_of)
