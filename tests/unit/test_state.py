@@ -1,4 +1,5 @@
 import copy
+import gc
 import pickle
 import time
 from decimal import Decimal
@@ -933,6 +934,33 @@ def test_fields_most_tasks_leave_at_none_take_no_dict_until_they_hold_a_value():
         assert loaded.tasks[task.uuid].as_dict() == task.as_dict()
     s.event(ev("task-received", clock=20, uuid="c", eta=None))  # a value, then None
     assert c.eta is None
+
+
+def _has_dict(obj):
+    """Whether ``obj`` holds an instance dict (looked at without reading ``__dict__``,
+    which would make one)."""
+    return any(type(r) is dict for r in gc.get_referents(obj))
+
+
+def test_copies_and_pickles_leave_no_dict_on_a_task_or_worker_that_had_none():
+    """Reading ``__dict__`` makes an empty one that the object keeps (64 bytes a task):
+    copies and pickles look without leaving one, and copy the fields kept there."""
+    s = State()
+    task_flow(s, "a")
+    s.event(ev("task-received", clock=9, uuid="b", name="n"))
+    s.event(ev("task-revoked", clock=10, uuid="b", terminated=True))  # a rare field
+    a, b, worker = s.tasks["a"], s.tasks["b"], s.workers["w1@h"]
+    assert not _has_dict(a) and _has_dict(b) and not _has_dict(worker)
+    copies = s.copy_changes()
+    loaded = pickle.loads(pickle.dumps(s))
+    assert (copy.copy(a).uuid, a.copy(None).uuid, worker.copy().hostname) == ("a", "a", "w1@h")
+    assert not _has_dict(a) and not _has_dict(worker)
+    for other in (copies.tasks["a"], loaded.tasks["a"], copies.workers["w1@h"],
+                  loaded.workers["w1@h"]):
+        assert not _has_dict(other)
+    for task in (copies.tasks["b"], loaded.tasks["b"], b.copy(None)):
+        assert task.terminated is True and task.as_dict() == b.as_dict()
+    assert b.__dict__ == {"revoked": b.revoked, "terminated": True}
 
 
 def test_fields_of_rare_states_read_copy_and_pickle_like_the_others():

