@@ -172,10 +172,10 @@ class Timeline:
         largest first; each task once.
 
         A read touches each chosen task once, and no key: the identity test
-        compares references, and the id is read from the task's first
-        bytes, next to its current key.  The newest ``limit`` entries go
-        through one list comprehension (no method call and no length test
-        per entry: the newest 100 of 100k tasks in 8.6 instead of 10.2 µs);
+        compares references, and the task's key and id are two slot reads.
+        The newest ``limit`` entries go through one list comprehension (no
+        method call and no length test per entry: the newest 100 of 100k
+        tasks in 9 µs, where a loop calling a key getter took 13.5);
         when stale entries were among them, the walk goes on for the tasks
         still wanted.  The stale entries passed on the way are dropped, so
         that a later read does not pass them again: a monitor that asks for
