@@ -179,8 +179,9 @@ class TaskIndex:
         """The tasks of ``ids`` that are still under ``key``, each once, in filing order."""
         get = self._tasks.get
         key_of = self._key_of
-        return list(dict.fromkeys(
-            t for t in map(get, ids) if t is not None and key_of(t) == key))
+        # duplicates dropped by id (a string's cached hash; a task's is a Python
+        # call), then one comprehension (no generator to resume per entry)
+        return [t for t in map(get, dict.fromkeys(ids)) if t is not None and key_of(t) == key]
 
     def __getitem__(self, key: str) -> set[Any]:
         return set(self._live(key, list(self._ids.get(key, ()))))
