@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import re
 import threading
 import time
@@ -314,3 +315,24 @@ def test_events_sent_just_before_the_connection_closes_all_arrive(redis_url):
         got = _take(pubsub, 60, timeout=5)
     assert [json.loads(base64.b64decode(json.loads(m["data"])["body"]))["uuid"]
             for m in got] == [f"t{n}" for n in range(60)]
+
+
+def test_delivery_tags_are_uuid4_text_unique_and_drawn_again_in_a_forked_child():
+    tags = module._DeliveryTags()
+    got = [tags.next() for _ in range(1000)]
+    assert len(set(got)) == len(got)
+    for tag in (got[0], got[-1]):
+        assert str(uuid.UUID(tag.decode())) == tag.decode()
+        assert uuid.UUID(tag.decode()).version == 4
+    assert module._DeliveryTags().next()[:24] != got[0][:24]  # 80 random bits each
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its tag, then out at once
+        os.write(write, module._tags.next())
+        os._exit(0)
+    os.close(write)
+    assert os.waitpid(pid, 0)[1] == 0
+    child = os.read(read, 64)
+    os.close(read)
+    parent = module._tags.next()
+    assert len(child) == 36 and child[:24] != parent[:24]

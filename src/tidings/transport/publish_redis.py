@@ -22,6 +22,11 @@ kombu, which also reconnects after a failure here.
 
 Differences from Celery, with their reasons:
 
+* The delivery tag has the form of kombu's (a uuid4's text), but only its
+  first 20 hex digits are random, once per process; the last 12 count the
+  messages (:class:`_DeliveryTags`).  A tag is only ever used to
+  acknowledge a message: it must be unique, and a uuid4 per message was
+  about a quarter of what a publish cost.
 * A ``PUBLISH`` gets no reply: waiting a round trip per event is most of
   what an event costs on Redis, for a reply (the subscriber count) Celery
   ignores.  Replies are turned off rather than read late: a socket closed
@@ -43,6 +48,7 @@ Differences from Celery, with their reasons:
 from __future__ import annotations
 
 import binascii
+import itertools
 import json
 import logging
 import os
@@ -72,6 +78,38 @@ MAX_TEMPLATES = 64
 #: ``CLIENT REPLY ON`` (answered ``+OK``) and ``OFF`` (answered by nothing).
 _REPLY_ON = b"*3\r\n$6\r\nCLIENT\r\n$5\r\nREPLY\r\n$2\r\nON\r\n"
 _REPLY_OFF = b"*3\r\n$6\r\nCLIENT\r\n$5\r\nREPLY\r\n$3\r\nOFF\r\n"
+
+
+class _DeliveryTags:
+    """Delivery tags in the form kombu gives them (a uuid4's text) without a uuid4
+    per message: a uuid4's first 20 hex digits (80 random bits), then a counter
+    in the last 12.  0.3 µs a tag in a loop against 3.6 for ``str(uuid4())``;
+    a Redis event's publish went from 36-37 to 27-28 µs of CPU (one message
+    per event, ``EventDispatcher.send``).
+
+    kombu reads a tag only to acknowledge a message by it, so a tag must be
+    unique, not unpredictable.  A forked child draws a prefix of its own: two
+    processes never count under one prefix.
+    """
+
+    __slots__ = ("_count", "_prefix")
+
+    def __init__(self) -> None:
+        self.draw()
+
+    def draw(self) -> None:
+        digits = uuid.uuid4().hex
+        self._prefix = (f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-"
+                        .encode("ascii"))
+        self._count = itertools.count(int(digits[20:], 16))
+
+    def next(self) -> bytes:
+        """A new tag (``next`` of a C counter: safe from any thread)."""
+        return self._prefix + b"%012x" % (next(self._count) & 0xFFFF_FFFF_FFFF)
+
+
+_tags = _DeliveryTags()
+os.register_at_fork(after_in_child=_tags.draw)
 
 
 class _Template:
@@ -112,7 +150,7 @@ class _Template:
         """The packed ``PUBLISH`` of one message."""
         a, b, c, d = self.parts
         payload = b"".join((a, b'"', binascii.b2a_base64(body, newline=False), b'"', b,
-                            b"%d" % seq, c, b'"', str(uuid.uuid4()).encode("ascii"), b'"',
+                            b"%d" % seq, c, b'"', _tags.next(), b'"',
                             d))
         return b"".join((self.command_head, b"$%d\r\n" % len(payload), payload, b"\r\n"))
 
