@@ -88,8 +88,8 @@ class _DeliveryTags:
     per event, ``EventDispatcher.send``).
 
     kombu reads a tag only to acknowledge a message by it, so a tag must be
-    unique, not unpredictable.  A forked child draws a prefix of its own: two
-    processes never count under one prefix.
+    unique, not unpredictable.  A forked child draws a prefix of its own rather
+    than count on under its parent's.
     """
 
     __slots__ = ("_count", "_prefix")
