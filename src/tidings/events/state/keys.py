@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["KeyPolicy", "extra_fields", "slots_setter"]
+__all__ = ["KeyPolicy", "add_extra_fields", "extra_fields", "slots_setter"]
 
 #: Key names remembered per class; a stream of random keys cannot grow it past this.
 KEY_CACHE_MAX = 4096
@@ -43,6 +43,15 @@ def extra_fields(obj: Any) -> dict[str, Any]:
     if not fields and obj.__dict__ is fields:
         del obj.__dict__
     return fields
+
+
+def add_extra_fields(obj: Any, fields: dict[str, Any] | None) -> None:
+    """Add ``fields`` to those ``obj`` keeps outside its slots (a copy's, an unpickled
+    object's), in a new plain dict made its ``__dict__``: a name stored into the
+    dict that ``__dict__`` gives joins the key table the class's instance dicts
+    share, for good (see ``task.put_extra``)."""
+    if fields:
+        obj.__dict__ = {**extra_fields(obj), **fields}
 
 
 def slots_setter(names: tuple[str, ...], sparse: Iterable[str] = (),

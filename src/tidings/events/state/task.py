@@ -19,7 +19,7 @@ from ...protocol.events import (
     TASK_INFO_FIELDS,
     TASK_TIME_FIELDS,
 )
-from .keys import KeyPolicy, extra_fields, slots_setter
+from .keys import KeyPolicy, add_extra_fields, extra_fields, slots_setter
 
 if TYPE_CHECKING:
     from .cluster import State
@@ -304,9 +304,7 @@ class Task:
         children = self._children
         new._children = set(children) if children else None
         new.cluster_state = cluster_state
-        extra = extra_fields(self)
-        if extra:
-            new.__dict__ = dict(extra)
+        add_extra_fields(new, extra_fields(self))
         return new
 
     def add_child(self, uuid: str) -> None:
@@ -376,6 +374,5 @@ def _rebuild_task(cls: type, values: tuple, children: list | None, first: Any, l
     task.last_key = last
     if first is not None:
         task._first_clock, task._first_time = first
-    if extra:  # a plain dict, as put_extra makes (see there)
-        task.__dict__ = {**extra_fields(task), **extra}
+    add_extra_fields(task, extra)
     return task

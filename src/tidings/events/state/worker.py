@@ -16,7 +16,7 @@ from ...protocol.events import (
     HEARTBEAT_EXPIRE_WINDOW,
     WORKER_STATE_FIELDS,
 )
-from .keys import KeyPolicy, extra_fields
+from .keys import KeyPolicy, add_extra_fields, extra_fields
 
 __all__ = ["DriftWarnings", "Worker", "heartbeat_expires"]
 
@@ -180,9 +180,7 @@ class Worker:
             setattr(new, name, getattr(self, name))
         new.heartbeats = list(self.heartbeats)
         new.drift_warnings = self.drift_warnings
-        extra = extra_fields(self)
-        if extra:
-            new.__dict__ = dict(extra)
+        add_extra_fields(new, extra_fields(self))
         return new
 
     @property
@@ -207,6 +205,5 @@ Worker._keys = KeyPolicy(Worker, Worker._protected)
 
 def _rebuild_worker(cls: type, fields: dict, extra: dict) -> Worker:
     worker = cls(**fields)
-    if extra:
-        worker.__dict__ = {**extra_fields(worker), **extra}
+    add_extra_fields(worker, extra)
     return worker
