@@ -126,6 +126,44 @@ def test_buffer_group_batches_into_multi(app, conn):
     assert [len(m.payload) for m in read()] == [1]
 
 
+def test_a_batched_event_keeps_the_clock_and_time_it_was_sent_with(app, conn, monkeypatch):
+    """Events of plain values are built when their batch goes, one that holds a list
+    when it is sent: each keeps its own clock, time and field order."""
+    read = drain(conn, app)
+    d = EventDispatcher(conn, hostname="w1@h", app=app, buffer_group=["task"])
+    times = iter([100.0, 200.0, 300.0, 400.0, 500.0])
+    monkeypatch.setattr("time.time", lambda: next(times))
+    d.send("task-received", uuid="a", retries=0, eta=None)  # plain: built with the batch
+    d.send("task-started", uuid="a", pids=[1, 2])  # a list: built now
+    d.send("task-succeeded", uuid="a", runtime=0.5, timestamp=7.5)
+    d.flush()
+    (message,) = read()
+    received, started, succeeded = message.payload
+    assert [received["clock"], started["clock"]] == [succeeded["clock"] - 2,
+                                                     succeeded["clock"] - 1]
+    assert [received["timestamp"], started["timestamp"], succeeded["timestamp"]] == [
+        100.0, 200.0, 7.5]
+    assert list(received) == ["hostname", "utcoffset", "pid", "clock", "uuid", "retries",
+                              "eta", "timestamp", "type"]
+    assert list(succeeded) == ["hostname", "utcoffset", "pid", "clock", "uuid", "runtime",
+                               "timestamp", "type"]
+    assert received["hostname"] == "w1@h"
+    assert started["pids"] == [1, 2] and received["pid"] == os.getpid()
+
+
+def test_events_carried_to_another_dispatcher_keep_their_sender(app, conn):
+    read = drain(conn, app)
+    old = EventDispatcher(conn, hostname="old@h", app=app, buffer_group=["task"])
+    old.send("task-received", uuid="a")
+    new = EventDispatcher(conn, hostname="new@h", app=app, buffer_group=["task"])
+    new.send("task-received", uuid="b")
+    new.extend_buffer(old)
+    new.flush()
+    (message,) = read()
+    assert [(e["uuid"], e["hostname"]) for e in message.payload] == [("b", "new@h"),
+                                                                      ("a", "old@h")]
+
+
 def test_failed_sends_are_buffered_then_flushed(app, conn):
     read = drain(conn, app)
     d = EventDispatcher(conn, app=app)

@@ -46,7 +46,7 @@ from math import isfinite
 from typing import Any
 
 __all__ = ["DECODE_ERRORS", "ENCODE_ERRORS", "FAST", "JSON_CONTENT_TYPE", "TEXT_ENCODINGS",
-           "dumps", "encode_event", "loads", "loads_inexact_ints"]
+           "dumps", "encode_event", "encode_plain", "loads", "loads_inexact_ints", "plain_event"]
 
 #: The content type of JSON message bodies (kombu's and Celery's).
 JSON_CONTENT_TYPE = "application/json"
@@ -131,8 +131,10 @@ dumps = _make_dumps()
 _PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
-def _plain(event: Any) -> bool:
-    """Whether orjson writes ``event`` with the values ``json`` writes."""
+def plain_event(event: Any) -> bool:
+    """Whether ``event`` is a dict of plain JSON values only (text, integers, finite
+    floats, booleans and ``None``, as exact classes): such an event always
+    encodes, and orjson writes it with the values ``json`` writes."""
     if event.__class__ is not dict:
         return False
     plain = _PLAIN
@@ -149,14 +151,23 @@ if orjson is not None:
 
     def encode_event(value: Any) -> bytes:
         """An event or a batch of events as JSON in UTF-8 (see the module documentation)."""
-        if _plain(value) if value.__class__ is dict else (
-                value.__class__ is list and all(map(_plain, value))):
+        if plain_event(value) if value.__class__ is dict else (
+                value.__class__ is list and all(map(plain_event, value))):
             try:
                 return _orjson_dumps(value)
             except _OrjsonError:  # a value it refuses: the standard library decides
                 pass
         return dumps(value).encode()
+
+    def encode_plain(event: dict) -> bytes:
+        """:func:`encode_event` for an event :func:`plain_event` has already passed."""
+        try:
+            return _orjson_dumps(event)
+        except _OrjsonError:  # a value it refuses: the standard library decides
+            return dumps(event).encode()
 else:
     def encode_event(value: Any) -> bytes:
         """An event or a batch of events as JSON in UTF-8 (see the module documentation)."""
         return dumps(value).encode()
+
+    encode_plain = encode_event
