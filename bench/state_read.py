@@ -1,8 +1,9 @@
 """State reads: Tidings' State against Celery's, same tasks, same run.
 
-Both States are fed the stream of ``bench/state_ingest.py`` (``--tasks``
-tasks, 100k by default) and then read the ways monitors and cameras read
-them: ``tasks_by_time(limit=100)`` (Celery's gives about 25 tasks, its
+Each State is fed the stream of ``bench/state_ingest.py`` (``--tasks``
+tasks, 100k by default) in a process of its own that holds nothing else,
+as a monitor holds one State, and then read the ways monitors and cameras
+read it: ``tasks_by_time(limit=100)`` (Celery's gives about 25 tasks, its
 ``limit`` counting heap entries; the line under it says how many each
 gave), the newest 100 tasks each State's cheapest way (what a monitor's
 first page needs), every task by time, every task in storage order, a
@@ -12,6 +13,14 @@ is the best of ``--repeat`` timings, each after a ``gc.collect()``; a read
 of under a millisecond is timed over enough calls to fill 10 ms, and the
 figure is per call (see :data:`SHORT`).  The ratio is Tidings' time over
 Celery's (below 1: Tidings is faster).
+
+Why a process each: what a read of every task costs depends on what else
+the process holds.  Such a read makes one new object per task, and the
+garbage collector runs a full collection once the objects made since the
+last one exceed a quarter of those it tracks.  Held beside Celery's State
+(about two million tracked objects), a read of ours never met one; alone
+(about 125k), every read of all 100k tasks did, which cost it more than
+the read itself.
 
 The memory row is the RSS a fresh process gains by holding the State, per
 task, measured in a child process for each implementation.
@@ -23,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import pickle
 import subprocess
 import sys
@@ -123,36 +133,52 @@ def rss_per_task(impl: str, n: int) -> float:
     return float(out.strip())
 
 
+def child(impl: str, n: int, repeat: int) -> None:
+    """Build one State in this process, read it, print what was measured."""
+    if impl == "celery":
+        from celery.events.state import State
+    else:
+        from tidings.events.state import State
+    state = State(max_tasks_in_memory=n)
+    for event in fresh(list(stream(n))):
+        state.event(event)
+    assert len(newest_100(state)) == 100
+    print(json.dumps({
+        "readings": readings(state, repeat),
+        "given": len(list(state.tasks_by_time(limit=100))),
+        "newest": [u for u, _ in islice(state.tasks_by_time(limit=100), 100)],
+    }))
+
+
+def read_alone(impl: str, n: int, repeat: int) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", impl, str(n), str(repeat)],
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        impl, n, repeat = args.child
+        return child(impl, int(n), int(repeat))
 
     from celery import __version__ as celery_version
-    from celery.events.state import State as CeleryState
 
     from tidings import __version__ as tidings_version
-    from tidings.events.state import State as TidingsState
 
     n = args.tasks
-    events = list(stream(n))
-    states = {}
-    for label, cls in (("celery", CeleryState), ("tidings", TidingsState)):
-        state = cls(max_tasks_in_memory=n)
-        for event in fresh(events):
-            state.event(event)
-        states[label] = state
+    read = {label: read_alone(label, n, args.repeat) for label in ("celery", "tidings")}
     # the same newest tasks, or the comparison is moot
-    newest = {label: [u for u, _ in islice(s.tasks_by_time(limit=100), 100)]
-              for label, s in states.items()}
-    if set(newest["celery"]) != set(newest["tidings"]):
+    if set(read["celery"]["newest"]) != set(read["tidings"]["newest"]):
         print("note: the two States disagree on the newest 100 "
               "(Celery's heap walk is only roughly ordered)")
-    results = {label: readings(s, args.repeat) for label, s in states.items()}
-    given = {label: len(list(s.tasks_by_time(limit=100))) for label, s in states.items()}
-    assert all(len(newest_100(s)) == 100 for s in states.values())
-    rss = {label: rss_per_task(label, n) for label in states}
+    results = {label: r["readings"] for label, r in read.items()}
+    given = {label: r["given"] for label, r in read.items()}
+    rss = {label: rss_per_task(label, n) for label in read}
 
     print(f"{n:,} tasks; celery {celery_version}, tidings {tidings_version}; "
           f"best of {args.repeat}")
