@@ -992,3 +992,54 @@ def test_fields_of_rare_states_read_copy_and_pickle_like_the_others():
         assert task.as_dict() == a.as_dict()
     assert loaded.tasks["b"].as_dict() == b.as_dict() and loaded.tasks["b"].requeue is False
     assert a.as_dict()["revoked"] == a.revoked and b.as_dict()["revoked"] is None
+
+
+def test_reads_of_every_task_hold_the_collector_off_and_small_ones_do_not():
+    """A pair or a copy per task is a new object the collector tracks: a read of
+    many tasks sets off no collection while it makes them (one may follow)."""
+    from tidings.events.state.task import Task as BaseTask
+    from tidings.utils.gcpause import PAUSE_ABOVE
+
+    seen = []
+
+    class Seen(BaseTask):
+        __slots__ = ()
+
+        def copy(self, cluster_state):
+            seen.append(gc.isenabled())
+            return super().copy(cluster_state)
+
+    s = State(max_tasks_in_memory=PAUSE_ABOVE * 3)
+    s.Task = Seen
+    for n in range(PAUSE_ABOVE * 2):
+        s.event(ev("task-received", clock=n, uuid=f"t{n}", name="n"))
+    collections = []
+
+    def count(phase, info):
+        if phase == "start":
+            collections.append(info["generation"])
+
+    threshold, was = gc.get_threshold(), gc.isenabled()
+    gc.enable()
+    gc.callbacks.append(count)
+    gc.set_threshold(10, 10, 10)
+    try:
+        for read in (lambda: list(s.itertasks()), lambda: list(s.tasks_by_time()),
+                     lambda: list(s.tasks_by_time(reverse=False))):
+            gc.collect()
+            collections.clear()
+            assert len(read()) == PAUSE_ABOVE * 2
+            assert len(collections) <= 1  # the collection after the read, at most
+        changes = s.copy_changes()
+        s.event(ev("task-started", clock=10**6, uuid="t1"))
+        s.copy_changes(changes.generation)
+        assert gc.isenabled()
+        gc.collect()
+        collections.clear()
+        list(s.tasks_by_time(limit=PAUSE_ABOVE))  # a small read: the collector as it was
+        assert len(collections) > 1
+    finally:
+        gc.callbacks.remove(count)
+        gc.set_threshold(*threshold)
+        (gc.enable if was else gc.disable)()
+    assert seen == [False] * (PAUSE_ABOVE * 2) + [True]

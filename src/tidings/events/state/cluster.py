@@ -5,13 +5,14 @@ from __future__ import annotations
 import heapq
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from operator import attrgetter
 from typing import Any, TypeVar
 
 from ...protocol import states
+from ...utils.gcpause import PAUSE_ABOVE, collector_paused
 from .indexes import TaskIndex, TaskMap, WorkerMap
 from .reducer import Reducer
 from .task import FIRST_KEY, LAST_KEY, Task
@@ -196,14 +197,15 @@ class State(Reducer):
             reset = generation != self._generation
             if reset:
                 self._dirty = set()
-                uuids: Iterable[str] = list(dict.keys(self.tasks))
+                uuids: Collection[str] = list(dict.keys(self.tasks))
             else:
                 uuids = self.take_changes()
             live = self.tasks
             copies: dict[str, Task | None] = {}
-            for uuid in uuids:
-                task = dict.get(live, uuid)
-                copies[uuid] = None if task is None else task.copy(cluster_state)
+            with collector_paused(len(uuids)):
+                for uuid in uuids:
+                    task = dict.get(live, uuid)
+                    copies[uuid] = None if task is None else task.copy(cluster_state)
             workers = {h: w.copy() for h, w in dict.items(self.workers)}
             changes = Changes(self._generation, reset, copies, workers, self.event_count,
                               self.task_count)
@@ -229,7 +231,8 @@ class State(Reducer):
     def itertasks(self, limit: int | None = None) -> Iterator[tuple[str, Task]]:
         # the first ``limit`` pairs, copied in one C call (atomic under the GIL: safe
         # while another thread feeds), and no more of them
-        return iter(list(islice(dict.items(self.tasks), limit)))
+        with collector_paused(limit):
+            return iter(list(islice(dict.items(self.tasks), limit)))
 
     def tasks_by_time(self, limit: int | None = None, reverse: bool = True
                       ) -> Iterator[tuple[str, Task]]:
@@ -247,12 +250,20 @@ class State(Reducer):
         about 0.3 s for all of them, as before, and 0.06 s with a ``limit``
         of 100, where it was 0.1 ms): keeping that order too cost 84 bytes
         per task and a second structure to feed on every new task, for a
-        read monitors do not repeat.
+        read monitors do not repeat.  A read of more than
+        :data:`~tidings.utils.gcpause.PAUSE_ABOVE` tasks holds the garbage
+        collector off while it makes its pairs (see :mod:`tidings.utils.gcpause`).
         """
         with self._mutex:
-            if reverse:
-                return iter(self._newest.take(limit or None))
-            return self._sorted_tasks(dict.values(self.tasks), limit or None, False)
+            if limit and limit <= PAUSE_ABOVE:
+                return self._by_time(limit, reverse)
+            with collector_paused():
+                return self._by_time(limit or None, reverse)
+
+    def _by_time(self, limit: int | None, reverse: bool) -> Iterator[tuple[str, Task]]:
+        if reverse:
+            return iter(self._newest.take(limit))
+        return self._sorted_tasks(dict.values(self.tasks), limit, False)
 
     tasks_by_timestamp = tasks_by_time
 
