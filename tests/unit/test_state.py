@@ -1043,3 +1043,47 @@ def test_reads_of_every_task_hold_the_collector_off_and_small_ones_do_not():
         gc.set_threshold(*threshold)
         (gc.enable if was else gc.disable)()
     assert seen == [False] * (PAUSE_ABOVE * 2) + [True]
+
+
+def test_pickling_a_state_holds_the_collector_off_and_copies_stay_as_they_were():
+    """A State is pickled whole with the collector held off, and loaded so;
+    ``copy.copy`` still shares its tasks and ``copy.deepcopy`` still copies
+    what a pickle cannot hold."""
+    from tidings.utils.gcpause import PAUSE_ABOVE
+
+    s = State(max_tasks_in_memory=PAUSE_ABOVE * 3)
+    for n in range(PAUSE_ABOVE * 2):
+        task_flow(s, f"t{n}", clock=n * 3)
+    collections = []
+
+    def count(phase, info):
+        if phase == "start":
+            collections.append(info["generation"])
+
+    threshold, was = gc.get_threshold(), gc.isenabled()
+    gc.enable()
+    gc.callbacks.append(count)
+    gc.set_threshold(10, 10, 10)
+    try:
+        gc.collect()
+        collections.clear()
+        data = pickle.dumps((s, "beside"), protocol=pickle.HIGHEST_PROTOCOL)
+        assert len(collections) <= 1
+        collections.clear()
+        loaded, beside = pickle.loads(data)
+        assert len(collections) <= 1
+    finally:
+        gc.callbacks.remove(count)
+        gc.set_threshold(*threshold)
+        (gc.enable if was else gc.disable)()
+    assert beside == "beside" and loaded.tasks["t7"].as_dict() == s.tasks["t7"].as_dict()
+    assert [u for u, _ in loaded.tasks_by_time()] == [u for u, _ in s.tasks_by_time()]
+    assert copy.copy(s).tasks["t7"] is s.tasks["t7"]
+
+    calls = []
+    kept = State(callback=lambda state, event: calls.append(event["type"]))
+    task_flow(kept, "a")
+    twin = copy.deepcopy(kept)
+    assert twin.tasks["a"] is not kept.tasks["a"] and twin.tasks["a"].state == "SUCCESS"
+    with pytest.raises((pickle.PicklingError, AttributeError)):
+        pickle.dumps(kept)  # a lambda does not pickle, as before

@@ -1,8 +1,8 @@
 """The cyclic garbage collector held off while a read builds one object per task.
 
 Reading every task of a State (``itertasks()``, ``tasks_by_time()``, a
-camera's first copy) makes one new object per task: a ``(uuid, task)``
-pair, or a copy.  Each of those is tracked by the collector, which runs a
+camera's first copy, a pickle) makes one new object per task or more: a
+``(uuid, task)`` pair, a copy, what a pickle keeps of it.  Each of those is tracked by the collector, which runs a
 young collection every 700 of them and now and then an older one; over
 100k tasks that was most of the read's time (a pair list: about 30 ms with
 the collector running, 5 ms without), and, in a process holding little

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 import heapq
+import pickle
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from operator import attrgetter
-from typing import Any, TypeVar
+from typing import Any, SupportsIndex, TypeVar
 
 from ...protocol import states
 from ...utils.gcpause import PAUSE_ABOVE, collector_paused
@@ -368,6 +370,35 @@ class State(Reducer):
             self.on_node_join, self.on_node_leave,
             None, None,  # the indexes are rebuilt from the tasks
         )
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> tuple:
+        """A pickle of the State is made here, whole, with ingest paused and the
+        collector held off, and the pickle being made holds it as bytes.
+
+        Pickling makes a few objects per task, kept until the pickle is
+        done; in a process holding one State of 100k tasks, they set off
+        three full collections of everything alive, which cost more than
+        the pickling.  Loading holds the collector off too.  So an object
+        pickled beside the State (in one ``pickle.dumps``) that the State
+        also holds comes back as two objects.
+        """
+        with self._mutex, collector_paused():
+            inner = pickle.dumps(self.__reduce__(), protocol)
+        return _unpickle_state, (inner,)
+
+    def __copy__(self) -> State:
+        cls, args = self.__reduce__()
+        return cls(*args)  # a State over the same task and worker objects, as before
+
+    def __deepcopy__(self, memo: dict) -> State:
+        cls, args = self.__reduce__()
+        return cls(*copy.deepcopy(args, memo))
+
+
+def _unpickle_state(inner: bytes) -> State:
+    with collector_paused():
+        cls, args = pickle.loads(inner)  # the pickle this one held: as trusted as it
+        return cls(*args)
 
 
 _name_of = attrgetter("name")
