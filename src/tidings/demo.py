@@ -97,8 +97,12 @@ def run_demo(duration: float | None, out: IO[str], log: IO[str] | None = None,
         env["TIDINGS_BROKER_URL"] = app.conf.broker_url
     source = BrokerSource(app, wakeup=False)
     stop_receiving = threading.Event()
+    # the dump gathers lines for a file or a pipe; each loop turn writes them out,
+    # and flushes them once a second (without it, only every 512 lines)
     listener = threading.Thread(target=source.run_guarded, args=(on_event, stop_receiving),
-                                kwargs={"on_status": _say_trouble}, daemon=True)
+                                kwargs={"on_status": _say_trouble,
+                                        "on_tick": None if monitor else dumper.tick},
+                                daemon=True)
     listener.start()
     workers: list[subprocess.Popen] = []
     stop = threading.Event()
