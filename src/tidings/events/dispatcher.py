@@ -354,7 +354,7 @@ class EventDispatcher:
         whose fields are all plain values (:func:`plain_event`: text,
         numbers, booleans, ``None``) always does, and waits as a tuple of
         its type, fields, clock and time, to be built and encoded with its
-        batch (:meth:`_settled`).  Building an event where it is sent cost
+        batch (:meth:`_settled`).  Building an event where it is sent costs
         a client's ``task-sent`` about three times as long as in that one
         pass: the sender's own work between two events leaves the caches
         cold for it.
