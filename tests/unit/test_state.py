@@ -1,3 +1,4 @@
+import contextlib
 import copy
 import gc
 import pickle
@@ -994,6 +995,28 @@ def test_fields_of_rare_states_read_copy_and_pickle_like_the_others():
     assert a.as_dict()["revoked"] == a.revoked and b.as_dict()["revoked"] is None
 
 
+@contextlib.contextmanager
+def collections_counted():
+    """The collector on, with thresholds of 10: yields the list of the generations
+    of the collections that start (thresholds, state and callbacks restored)."""
+    collections = []
+
+    def count(phase, info):
+        if phase == "start":
+            collections.append(info["generation"])
+
+    threshold, was = gc.get_threshold(), gc.isenabled()
+    gc.enable()
+    gc.callbacks.append(count)
+    gc.set_threshold(10, 10, 10)
+    try:
+        yield collections
+    finally:
+        gc.callbacks.remove(count)
+        gc.set_threshold(*threshold)
+        (gc.enable if was else gc.disable)()
+
+
 def test_reads_of_every_task_hold_the_collector_off_and_small_ones_do_not():
     """A pair or a copy per task is a new object the collector tracks: a read of
     many tasks sets off no collection while it makes them (one may follow)."""
@@ -1013,17 +1036,7 @@ def test_reads_of_every_task_hold_the_collector_off_and_small_ones_do_not():
     s.Task = Seen
     for n in range(PAUSE_ABOVE * 2):
         s.event(ev("task-received", clock=n, uuid=f"t{n}", name="n"))
-    collections = []
-
-    def count(phase, info):
-        if phase == "start":
-            collections.append(info["generation"])
-
-    threshold, was = gc.get_threshold(), gc.isenabled()
-    gc.enable()
-    gc.callbacks.append(count)
-    gc.set_threshold(10, 10, 10)
-    try:
+    with collections_counted() as collections:
         for read in (lambda: list(s.itertasks()), lambda: list(s.tasks_by_time()),
                      lambda: list(s.tasks_by_time(reverse=False))):
             gc.collect()
@@ -1038,10 +1051,6 @@ def test_reads_of_every_task_hold_the_collector_off_and_small_ones_do_not():
         collections.clear()
         list(s.tasks_by_time(limit=PAUSE_ABOVE))  # a small read: the collector as it was
         assert len(collections) > 1
-    finally:
-        gc.callbacks.remove(count)
-        gc.set_threshold(*threshold)
-        (gc.enable if was else gc.disable)()
     assert seen == [False] * (PAUSE_ABOVE * 2) + [True]
 
 
@@ -1054,17 +1063,7 @@ def test_pickling_a_state_holds_the_collector_off_and_copies_stay_as_they_were()
     s = State(max_tasks_in_memory=PAUSE_ABOVE * 3)
     for n in range(PAUSE_ABOVE * 2):
         task_flow(s, f"t{n}", clock=n * 3)
-    collections = []
-
-    def count(phase, info):
-        if phase == "start":
-            collections.append(info["generation"])
-
-    threshold, was = gc.get_threshold(), gc.isenabled()
-    gc.enable()
-    gc.callbacks.append(count)
-    gc.set_threshold(10, 10, 10)
-    try:
+    with collections_counted() as collections:
         gc.collect()
         collections.clear()
         data = pickle.dumps((s, "beside"), protocol=pickle.HIGHEST_PROTOCOL)
@@ -1072,10 +1071,6 @@ def test_pickling_a_state_holds_the_collector_off_and_copies_stay_as_they_were()
         collections.clear()
         loaded, beside = pickle.loads(data)
         assert len(collections) <= 1
-    finally:
-        gc.callbacks.remove(count)
-        gc.set_threshold(*threshold)
-        (gc.enable if was else gc.disable)()
     assert beside == "beside" and loaded.tasks["t7"].as_dict() == s.tasks["t7"].as_dict()
     assert [u for u, _ in loaded.tasks_by_time()] == [u for u, _ in s.tasks_by_time()]
     assert copy.copy(s).tasks["t7"] is s.tasks["t7"]
