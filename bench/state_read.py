@@ -143,11 +143,9 @@ def child(impl: str, n: int, repeat: int) -> None:
     for event in fresh(list(stream(n))):
         state.event(event)
     assert len(newest_100(state)) == 100
-    print(json.dumps({
-        "readings": readings(state, repeat),
-        "given": len(list(state.tasks_by_time(limit=100))),
-        "newest": [u for u, _ in islice(state.tasks_by_time(limit=100), 100)],
-    }))
+    given = [u for u, _ in state.tasks_by_time(limit=100)]
+    print(json.dumps({"readings": readings(state, repeat), "given": len(given),
+                      "newest": given}))
 
 
 def read_alone(impl: str, n: int, repeat: int) -> dict:

@@ -149,22 +149,20 @@ if orjson is not None:
     _orjson_dumps = orjson.dumps
     _OrjsonError = orjson.JSONEncodeError
 
+    def encode_plain(value: Any) -> bytes:
+        """:func:`encode_event` for an event (or a list of them) :func:`plain_event`
+        has already passed."""
+        try:
+            return _orjson_dumps(value)
+        except _OrjsonError:  # a value it refuses: the standard library decides
+            return dumps(value).encode()
+
     def encode_event(value: Any) -> bytes:
         """An event or a batch of events as JSON in UTF-8 (see the module documentation)."""
         if plain_event(value) if value.__class__ is dict else (
                 value.__class__ is list and all(map(plain_event, value))):
-            try:
-                return _orjson_dumps(value)
-            except _OrjsonError:  # a value it refuses: the standard library decides
-                pass
+            return encode_plain(value)
         return dumps(value).encode()
-
-    def encode_plain(event: dict) -> bytes:
-        """:func:`encode_event` for an event :func:`plain_event` has already passed."""
-        try:
-            return _orjson_dumps(event)
-        except _OrjsonError:  # a value it refuses: the standard library decides
-            return dumps(event).encode()
 else:
     def encode_event(value: Any) -> bytes:
         """An event or a batch of events as JSON in UTF-8 (see the module documentation)."""

@@ -257,8 +257,8 @@ class State(Reducer):
         collector off while it makes its pairs (see :mod:`tidings.utils.gcpause`).
         """
         with self._mutex:
-            if limit and limit <= PAUSE_ABOVE:
-                return self._by_time(limit, reverse)
+            if limit and limit <= PAUSE_ABOVE:  # collector_paused's own test, made here so
+                return self._by_time(limit, reverse)  # a page's read enters no null context
             with collector_paused():
                 return self._by_time(limit or None, reverse)
 
