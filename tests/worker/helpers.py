@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -74,11 +75,30 @@ class WorkerProcess:
     def log(self) -> str:
         return self.log_path.read_text()
 
+    def children(self) -> list[int]:
+        """The pids of the worker's child processes (its prefork pool), Linux only."""
+        try:
+            text = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
+        except OSError:
+            return []
+        return [int(pid) for pid in text.split()]
+
     def stop(self, timeout: float = 30) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
             return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            # a worker that does not stop: its log gets every thread's stack (SIGUSR1),
+            # and the failure shows it
+            for pid in [self.proc.pid, *self.children()]:
+                try:
+                    os.kill(pid, signal.SIGUSR1)
+                except OSError:
+                    pass
+            time.sleep(1)
+            raise AssertionError(f"{self.name} did not stop in {timeout} s:\n"
+                                 f"{self.log[-12000:]}") from None
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()

@@ -233,6 +233,51 @@ def test_second_signal_stops_at_once(amqp_url, tmp_path):
         assert time.monotonic() - started < 15
 
 
+def test_sigusr1_writes_every_stack_and_the_worker_goes_on(amqp_url, tmp_path):
+    import signal as sig
+
+    with cluster(amqp_url, tmp_path) as c:
+        w = c.worker("-E", "-P", "prefork", "-c", "1")
+        long = c.proj.sleep.delay(8)
+        assert c.capture.wait("task-started", long.id)
+        [child] = w.children()  # the prefork process running the task
+        w.proc.send_signal(sig.SIGUSR1)
+        # the worker's own thread, in its loop
+        assert wait_for(lambda: "_run_consuming" in w.log, 10), w.log
+        assert "thread 0x" in w.log and "(most recent call first)" in w.log
+        assert "proj.py" not in w.log  # the task runs in the child, not here
+        import os
+
+        os.kill(child, sig.SIGUSR1)
+        # the child's stack: the task, in time.sleep
+        assert wait_for(lambda: "proj.py" in w.log, 10), w.log
+        assert w.proc.poll() is None
+        assert c.capture.wait("task-succeeded", long.id, timeout=20), w.log
+        assert c.capture.wait("task-succeeded", c.proj.add.delay(2, 2).id, timeout=20), w.log
+        assert w.stop() == 0, w.log
+
+
+def test_a_worker_whose_queue_is_deleted_still_stops(amqp_url, tmp_path):
+    """The queue goes (``Basic.cancel``), the worker starts reconnecting, SIGTERM comes.
+
+    Whether it says ``worker-offline`` depends on where SIGTERM finds it: in
+    the back-off between two connections it has no connection to say it on.
+    """
+    from tests.worker.helpers import delete_queue
+
+    with cluster(amqp_url, tmp_path) as c:
+        w = c.worker("-E", "-P", "prefork", "-c", "2", "-Q", c.queue + "-gone")
+        try:
+            delete_queue(amqp_url, c.queue + "-gone")
+            assert wait_for(lambda: "ConsumerCancelled" in w.log, 10), w.log
+            time.sleep(1)  # the reconnect's back-off runs out about now
+            started = time.monotonic()
+            assert w.stop(timeout=20) == 0, w.log
+            assert time.monotonic() - started < 10, w.log
+        finally:
+            delete_queue(amqp_url, c.queue + "-gone")
+
+
 def test_a_worker_whose_broker_is_gone_still_stops_on_sigterm(amqp_url, tmp_path):
     """While it waits to reconnect, a worker obeys SIGTERM (it used to retry forever)."""
     import signal as sig

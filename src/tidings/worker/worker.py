@@ -15,6 +15,7 @@ tasks, so held tasks never stop other tasks from arriving.
 
 from __future__ import annotations
 
+import faulthandler
 import heapq
 import itertools
 import logging
@@ -181,6 +182,10 @@ class Worker:
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
         signal.signal(signal.SIGQUIT, cold)  # Celery's cold shutdown
+        # Celery's SIGUSR1 logs every thread's stack; this writes it to stderr from C,
+        # so it works even when the worker's thread is stuck and cannot run Python
+        # handlers.  Prefork children inherit it: ``kill -USR1`` on one shows its stack.
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     def run(self) -> None:
         """Run until :meth:`stop`; reconnects when the broker connection is lost."""
