@@ -1038,7 +1038,9 @@ def test_reads_of_every_task_hold_the_collector_off_and_small_ones_do_not():
         s.event(ev("task-received", clock=n, uuid=f"t{n}", name="n"))
     with collections_counted() as collections:
         for read in (lambda: list(s.itertasks()), lambda: list(s.tasks_by_time()),
-                     lambda: list(s.tasks_by_time(reverse=False))):
+                     lambda: list(s.tasks_by_time(reverse=False)),
+                     lambda: s.read_tasks(s.task_list(), Seen.as_dict),
+                     lambda: s.read_tasks(iter(s.task_list()), Seen.as_dict)):
             gc.collect()
             collections.clear()
             assert len(read()) == PAUSE_ABOVE * 2

@@ -182,9 +182,16 @@ class State(Reducer):
             return list(dict.values(self.tasks))
 
     def read_tasks(self, tasks: Iterable[Task], read: Callable[[Task], T]) -> list[T]:
-        """``read(task)`` for each of ``tasks``, all at one instant (ingest paused)."""
+        """``read(task)`` for each of ``tasks``, all at one instant (ingest paused).
+
+        A read of more than ``PAUSE_ABOVE`` tasks holds the collector off,
+        as :meth:`itertasks` does: a read that makes a dict of each task
+        makes several objects per task.
+        """
         with self._mutex:
-            return [read(task) for task in tasks]
+            listed = tasks if type(tasks) is list else list(tasks)
+            with collector_paused(len(listed)):
+                return [read(task) for task in listed]
 
     def copy_changes(self, generation: int | None = None, cluster_state: Any = None,
                      clear_after: bool = False) -> Changes:
