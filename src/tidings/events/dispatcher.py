@@ -15,9 +15,9 @@ Differences from Celery, each a fix of a way Celery loses or corrupts events:
 * every message carries a per-sender sequence number in its headers (the
   body is Celery's), so that receivers count the events that never reached
   them (:mod:`tidings.protocol.loss`); the numbers belong to the node name
-  in this process, not to one dispatcher, so a worker that replaces its
-  dispatcher on reconnect goes on counting, and :meth:`extend_buffer` carries
-  the drop counters over with the events;
+  in this process, not to one dispatcher (:mod:`.sequence`), so a worker that
+  replaces its dispatcher on reconnect goes on counting, and
+  :meth:`extend_buffer` carries the drop counters over with the events;
 * ``max_delay`` (ours, off by default as in Celery) makes batching
   adaptive: a batch is published once its oldest event is ``max_delay``
   seconds old, by a timer of the dispatcher's own if no later send does it
@@ -45,7 +45,6 @@ import logging
 import os
 import threading
 import time
-import uuid
 import weakref
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
@@ -82,6 +81,7 @@ from ..utils.jsoncodec import (
 from ..utils.jsoncodec import loads as json_loads
 from ..utils.nodenames import anon_nodename
 from .batch_timer import BatchTimer
+from .sequence import Sequence, sequence_for
 
 if TYPE_CHECKING:
     from ..app import App
@@ -97,43 +97,6 @@ DISABLED_TRANSPORTS = frozenset({"sql"})
 TIMER_PATIENCE_MAX = 0.05
 #: What a JSON event is published as (kombu's options; the body is already encoded).
 _JSON = {"content_type": JSON_CONTENT_TYPE, "content_encoding": "utf-8"}
-
-
-class _Sequence:
-    """The sequence numbers of one sender: a node name in this process.
-
-    ``next`` only moves past a message once the broker took it, under
-    ``lock``, so a message that failed and is sent again later keeps the
-    receiver's count exact.
-    """
-
-    __slots__ = ("lock", "next", "sender")
-
-    def __init__(self, hostname: str) -> None:
-        self.sender = f"{hostname}/{os.getpid()}/{uuid.uuid4().hex[:12]}"
-        self.next = 0
-        self.lock = threading.Lock()
-
-
-_sequences: dict[str, _Sequence] = {}
-_sequences_lock = threading.Lock()
-
-
-def _sequence_for(hostname: str) -> _Sequence:
-    with _sequences_lock:
-        seq = _sequences.get(hostname)
-        if seq is None:
-            seq = _sequences[hostname] = _Sequence(hostname)
-        return seq
-
-
-def _forget_sequences() -> None:  # a forked child is a sender of its own
-    global _sequences_lock
-    _sequences.clear()
-    _sequences_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_sequences)
 
 
 def Event(type: str, _fields: dict | None = None, __dict__: type = dict,
@@ -223,7 +186,7 @@ class EventDispatcher:
         #: Counters: sent, buffered, dropped_overflow, dropped_poison, dropped_closed.
         self.stats: Counter[str] = Counter()
         self.headers = {"hostname": self.hostname}
-        self.sequence = _sequence_for(self.hostname)
+        self.sequence = sequence_for(self.hostname)
         self.pid = os.getpid()
         exchange_conn = self.connection or connection_from_settings(conf)
         self.exchange = get_exchange(exchange_conn, conf.event_exchange)
@@ -525,7 +488,7 @@ class EventDispatcher:
         return result
 
     def _publish_prepared(self, producer: Producer, routing_key: str, body: str,
-                          seq: _Sequence) -> bool:
+                          seq: Sequence) -> bool:
         """Publish on RabbitMQ's fast path (:mod:`tidings.transport.publish`); ``False``
         when it does not apply or failed: kombu's path then publishes, with its retries."""
         try:

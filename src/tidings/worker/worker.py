@@ -182,9 +182,8 @@ class Worker:
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
         signal.signal(signal.SIGQUIT, cold)  # Celery's cold shutdown
-        # Celery's SIGUSR1 logs every thread's stack; this writes it to stderr from C,
-        # so it works even when the worker's thread is stuck and cannot run Python
-        # handlers.  Prefork children inherit it: ``kill -USR1`` on one shows its stack.
+        # Celery's SIGUSR1 logs every thread's stack; this writes them to stderr from C,
+        # even while the worker's thread is stuck (prefork children inherit it).
         faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     def run(self) -> None:
