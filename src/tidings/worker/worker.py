@@ -58,6 +58,7 @@ from .pool import POOLS, BasePool, Job
 from .ratelimits import RateLimits
 from .request import Request, decode_body
 from .revoked import Revoked
+from .surface import ControlSurface
 
 if TYPE_CHECKING:
     from ..app import App
@@ -86,9 +87,12 @@ BUSY_BROKER_POLL = 0.0005
 BUSY_OUTCOME_WAIT_MS = 2
 #: Seconds a warm shutdown waits for running tasks.
 WARM_SHUTDOWN_TIMEOUT = 3600.0
+#: Seconds a worker stopped between two connections tries to connect once more,
+#: to say ``worker-offline`` (see ``Worker._farewell``).
+FAREWELL_TIMEOUT = 2.0
 
 
-class Worker:
+class Worker(ControlSurface):
     """``Worker(app, hostname=None, concurrency=None, pool='prefork', queues=None, ...)``."""
 
     def __init__(self, app: App, hostname: str | None = None, concurrency: int | None = None,
@@ -137,6 +141,7 @@ class Worker:
         self._seq = itertools.count()
         self._stop = threading.Event()
         self._stop_now = False
+        self._said_goodbye = False  # worker-offline sent
         self.pool: BasePool = POOLS[pool](app, self.concurrency, self._on_done)
         self.ready = threading.Event()
 
@@ -200,6 +205,22 @@ class Worker:
                 self.pool.kill()
             else:
                 self.pool.stop()
+            self._farewell()
+
+    def _farewell(self) -> None:
+        """Stopped between two connections (the last one was lost): ``worker-offline``,
+        and the events still held, go over one quick connection if the broker takes
+        it, so monitors need not wait for missed heartbeats to see the worker gone."""
+        if self._said_goodbye or self.dispatcher is None or self._stop_now:
+            return  # said; never connected (no monitor saw it); or asked to stop now
+        try:
+            with self._event_connection(connect_timeout=FAREWELL_TIMEOUT) as conn:
+                conn.ensure_connection(max_retries=1, interval_start=0)
+                self._setup_dispatcher(conn)
+                self.hook("worker_offline")
+                self.dispatcher.flush()
+        except Exception as exc:  # the broker is gone as well
+            logger.warning("Stopped without a broker: worker-offline not sent (%r)", exc)
 
     def _log_status(self, status: Status) -> None:
         logger.log(logging.INFO if status.ok else logging.ERROR, "%s", status)
@@ -226,11 +247,14 @@ class Worker:
             self.dispatcher.extend_buffer(previous)
             previous.close()
 
-    def _run_connected(self, conn: Connection) -> None:
+    def _event_connection(self, **kwargs: Any) -> Connection:
         options = None
         if self.app.conf.worker_events_confirm:  # py-amqp waits for each publish's ack
             options = {**self.app.conf.broker_transport_options, "confirm_publish": True}
-        with self.app.connection_for_write(transport_options=options) as event_conn:
+        return self.app.connection_for_write(transport_options=options, **kwargs)
+
+    def _run_connected(self, conn: Connection) -> None:
+        with self._event_connection() as event_conn:
             event_conn.ensure_connection(max_retries=3)
             self._run_consuming(conn, event_conn)
 
@@ -346,6 +370,7 @@ class Worker:
         # gives them back when this channel closes.
         self.hook("worker_offline")
         self.dispatcher.flush()
+        self._said_goodbye = True
 
     def _forget_unacked(self) -> None:
         """After a lost connection, unacked messages will be redelivered: drop them here."""
@@ -547,54 +572,3 @@ class Worker:
             queue=(request.message.delivery_info.get("routing_key")
                    or self.app.conf.task_default_queue))
         self.app.publisher.publish(message)
-
-    # -- what remote control reads and changes -------------------------------------------
-
-    def terminate(self, task_id: str, signum: int) -> bool:
-        return self.pool.terminate(task_id, signum)
-
-    def request(self, task_id: str) -> Request | None:
-        return self._requests.get(task_id)
-
-    def active_requests(self) -> list[Request]:
-        return [r for tid, r in self._requests.items() if tid in self.pool.active]
-
-    def reserved_requests(self) -> list[Request]:
-        """Received, not running, not waiting for an ETA."""
-        return [*self._waiting, *self.rate_limits.waiting()]
-
-    def scheduled_requests(self) -> list[Request]:
-        return [entry[2] for entry in sorted(self._timers)]
-
-    def resize_pool(self, delta: int) -> None:
-        """Grow (``delta`` > 0) or shrink the pool; the prefetch window follows."""
-        if delta > 0:
-            self.pool.grow(delta)
-        elif delta < 0:
-            self.pool.shrink(-delta)
-        if self.qos is not None:
-            self.qos.value = self._prefetch_for(self.pool.size) + self._held_count()
-            self.qos.update()
-
-    def add_queue(self, queue: Queue) -> bool:
-        """Consume ``queue`` too (kept across reconnects); False if already consumed."""
-        if any(q.name == queue.name for q in self.task_queues):
-            return False
-        self.task_queues.append(queue)
-        self.queues.append(queue.name)
-        if self.consumer is not None:
-            self.consumer.add_queue(queue)
-            self.consumer.consume()
-        logger.info("Started consuming from %s", queue.name)
-        return True
-
-    def cancel_queue(self, name: str) -> bool:
-        """Stop consuming ``name``; False if it was not consumed."""
-        if not any(q.name == name for q in self.task_queues):
-            return False
-        self.task_queues = [q for q in self.task_queues if q.name != name]
-        self.queues = [q for q in self.queues if q != name]
-        if self.consumer is not None:
-            self.consumer.cancel_by_queue(name)
-        logger.info("Stopped consuming from %s", name)
-        return True
