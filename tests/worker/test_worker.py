@@ -299,6 +299,7 @@ def test_a_worker_whose_broker_is_gone_still_stops_on_sigterm(amqp_url, tmp_path
             w.proc.send_signal(sig.SIGTERM)
             assert w.proc.wait(20) == 0, w.log
             assert time.monotonic() - started < 15
+            assert "worker-offline not sent" in w.log, w.log  # said, not silent
         finally:
             w.stop()
             proxy.cut()
