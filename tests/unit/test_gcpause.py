@@ -66,3 +66,48 @@ def test_a_child_forked_during_a_read_has_the_collector_on():
     assert os.read(read, 1) == b"1"
     os.close(read)
     assert gc.isenabled()
+
+
+def test_what_a_read_made_goes_to_the_oldest_generation_without_a_collection(monkeypatch):
+    """The pause ends with no young collection left to run over what the read made."""
+    from tidings.utils import gcpause
+
+    monkeypatch.setattr(gcpause._pause, "frozen", False)
+    gc.enable()
+    gc.collect()
+    collections = []
+
+    def count(phase, info):
+        if phase == "start":
+            collections.append(info["generation"])
+
+    gc.callbacks.append(count)
+    try:
+        with collector_paused():
+            made = [[n] for n in range(PAUSE_ABOVE * 5)]  # tracked objects, over the threshold
+        assert gc.get_count()[0] < gc.get_threshold()[0]
+        marker = made[-1]
+        more = [[n] for n in range(gc.get_threshold()[0] // 2)]  # allocations after: no collection
+        assert collections == []
+        assert any(o is marker for o in gc.get_objects(generation=2))
+        del made, more
+    finally:
+        gc.callbacks.remove(count)
+
+
+def test_a_program_that_froze_objects_keeps_them_frozen(monkeypatch):
+    from tidings.utils import gcpause
+
+    monkeypatch.setattr(gcpause._pause, "frozen", False)
+    gc.enable()
+    gc.freeze()  # as a server does before forking its workers
+    try:
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        with collector_paused():
+            made = [[n] for n in range(PAUSE_ABOVE * 5)]
+        assert gc.get_freeze_count() == frozen
+        assert gcpause._pause.frozen  # not asked again: the answer costs a walk of them all
+        del made
+    finally:
+        gc.unfreeze()
