@@ -104,6 +104,55 @@ def test_retries_in_order_and_duplicates(tasks, data):
     assert fields(applied(replayed)) == fields(a)
 
 
+class _AlwaysFull(dict):
+    """A setter cache that is always full: every event of a class given it goes key
+    by key, the reference the generated setters must agree with."""
+
+    def __len__(self) -> int:
+        return 1 << 30
+
+    def get(self, key, default=None):
+        return default
+
+    def __getitem__(self, key):
+        raise KeyError(key)
+
+
+class KeyByKey(Task):
+    __slots__ = ()
+
+
+KeyByKey._keys.setters = _AlwaysFull()
+KeyByKey._keys.late = _AlwaysFull()
+#: Keys events may carry beside their type's: custom ones, fields of other types,
+#: and the fields most tasks leave at ``None`` (what a setter stores differently).
+#: Not the clock, time or sender, whose classes the receiver checks before a State.
+ODD_KEYS = ("x-custom", "queue", "eta", "expires", "exception", "traceback", "result",
+            "runtime", "name", "retries", "root_id", "_keys", "event")
+
+
+@scaled(700)
+@given(tasks=cluster_events(retries=True), data=st.data())
+def test_generated_setters_do_what_a_loop_over_the_keys_does(tasks, data):
+    """In order and late (a state already passed, its merge rule), with odd keys and
+    ``None`` values: the same fields, in slots and in ``__dict__``, either way."""
+    events = []
+    for event in (e for task in tasks for e in task):
+        extra = data.draw(st.dictionaries(st.sampled_from(ODD_KEYS), plain, max_size=4))
+        events.append({**event, **extra, "type": event["type"], "uuid": event["uuid"]})
+    events = data.draw(st.permutations(events))
+    generated, loop = State(), State()
+    loop.Task = KeyByKey
+    for event in events:
+        generated.event(dict(event))
+        loop.event(dict(event))
+    assert set(generated.tasks) == set(loop.tasks)
+    for uuid, task in generated.tasks.items():
+        other = loop.tasks[uuid]
+        assert task.as_dict() == other.as_dict(), uuid
+        assert vars(task) == vars(other), uuid
+
+
 @scaled(800)
 @given(tasks=cluster_events(), max_tasks=st.integers(min_value=1, max_value=8),
        max_workers=st.integers(min_value=1, max_value=3))

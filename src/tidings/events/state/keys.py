@@ -9,7 +9,10 @@ protected as well.
 
 The policy also hands out a setter per event shape (its keys, in order)
 whose keys are all protocol names: one generated statement sets them all,
-about half the time of a ``setattr`` per key.
+about half the time of a ``setattr`` per key.  A late event (of a state
+its task has passed) gets one too, per shape and merge rule, that sets
+only what the rule lets it contribute: a late ``task-received`` of 16 keys
+took 2.4 µs key by key and takes 1.2.
 """
 
 from __future__ import annotations
@@ -54,10 +57,11 @@ def add_extra_fields(obj: Any, fields: dict[str, Any] | None) -> None:
         obj.__dict__ = {**extra_fields(obj), **fields}
 
 
-def slots_setter(names: tuple[str, ...], sparse: Iterable[str] = (),
+def slots_setter(names: tuple[str | None, ...], sparse: Iterable[str] = (),
                  put: Callable[[Any, str, Any], None] | None = None
                  ) -> Callable[[Any, tuple], None]:
-    """``set(obj, values)``: ``obj.<name> = value`` for each of ``names``, in one statement.
+    """``set(obj, values)``: ``obj.<name> = value`` for each of ``names``, in one statement
+    (the value at the place of a ``None`` among the names is left out).
 
     Generated (as :mod:`dataclasses` generates ``__init__``) because one
     unpacking assignment is several times faster than a loop of ``setattr``.
@@ -69,10 +73,11 @@ def slots_setter(names: tuple[str, ...], sparse: Iterable[str] = (),
     The names are the protocol table's identifiers, never event data: an
     event's keys reach here only when each is one of them (:meth:`KeyPolicy.setter`).
     """
-    assert names and all(name.isascii() and name.isidentifier() for name in names)
+    assert names and all(name is None or (name.isascii() and name.isidentifier())
+                         for name in names)
     sparse = frozenset(sparse)
     assert put is not None or not sparse & set(names)
-    targets = ", ".join(f"_{n}" if name in sparse else f"obj.{name}"
+    targets = ", ".join("_" if name is None else f"_{n}" if name in sparse else f"obj.{name}"
                         for n, name in enumerate(names))
     lines = [f"    {targets}, = values"]
     lines += [f"    if _{n} is not None or obj.{name} is not None:\n"
@@ -86,12 +91,18 @@ def slots_setter(names: tuple[str, ...], sparse: Iterable[str] = (),
 class KeyPolicy:
     """Decides once per key name whether events may set it on ``cls`` instances."""
 
-    __slots__ = ("cache", "cls", "named", "ok", "protected", "put", "setters", "sparse")
+    __slots__ = ("cache", "cls", "late", "named", "ok", "protected", "put", "setters",
+                 "sparse", "unmerged")
 
     def __init__(self, cls: type, protected: Iterable[str], named: Iterable[str] = (),
                  sparse: Iterable[str] = (),
-                 put: Callable[[Any, str, Any], None] | None = None) -> None:
+                 put: Callable[[Any, str, Any], None] | None = None,
+                 unmerged: Iterable[str] = ()) -> None:
         self.cls = cls
+        #: Keys a late event never sets (see :meth:`late_setter`).
+        self.unmerged = frozenset(unmerged)
+        #: ``(merge rule, event shape)`` -> the setter of such late events, or ``None``.
+        self.late: dict[tuple, Callable[[Any, tuple], None] | None] = {}
         self.protected = frozenset(protected)
         #: The protocol's names: a shape of them (each also allowed) gets a setter.
         self.named = frozenset(named)
@@ -141,3 +152,37 @@ class KeyPolicy:
                   if shape and all(key in named and allowed(key) for key in shape) else None)
         self.setters[shape] = setter
         return setter
+
+    def late_setter(self, rule: Any, shape: tuple) -> Callable[[Any, tuple], None] | None:
+        """The setter of a late event (one of a state the object has passed) whose keys
+        are ``shape``: it sets what such an event may contribute, the keys the merge
+        ``rule`` names (all without one) save the ``unmerged``, as a loop over them
+        would; ``None`` where that loop must run (a key without a slot that is not
+        sparse either, an unhashable rule, a full cache).
+
+        Out-of-order arrival makes late events common: a monitor's stream of
+        several workers, a batch that arrives after the next one.
+        """
+        try:
+            return self.late[rule, shape]
+        except KeyError:
+            pass
+        except TypeError:  # a subclass's rule that is not hashable
+            return None
+        if len(self.late) >= SHAPE_CACHE_MAX:
+            return None
+        named, allowed, unmerged, sparse = self.named, self.allowed, self.unmerged, self.sparse
+        slotted = getattr(self.cls, "_slotted", frozenset())
+        names = tuple(key if (key not in unmerged and (rule is None or key in rule)
+                              and allowed(key)) else None for key in shape)
+        setter = None
+        if shape and all(name is None or (name in named and (name in slotted or name in sparse))
+                         for name in names):
+            setter = (slots_setter(names, sparse, self.put) if any(names)
+                      else _set_nothing)
+        self.late[rule, shape] = setter
+        return setter
+
+
+def _set_nothing(obj: Any, values: tuple) -> None:
+    """What a late event sets when its merge rule takes none of its keys."""

@@ -173,11 +173,15 @@ class Task:
         # without one), keep the newer event's metadata.
         late = (state != RETRY and current != RETRY
                 and _RANK.get(state, _UNKNOWN_RANK) > _RANK.get(current, _UNKNOWN_RANK))
+        shape = tuple(fields)
         if late:
             rule = self.merge_rules.get(state)
+            setter = keys.late_setter(rule, shape)
+            if setter is not None:
+                setter(self, tuple(fields.values()))
+                return
         else:
             self.state = state
-            shape = tuple(fields)
             setter = keys.setters.get(shape) or keys.setter(shape)
             if setter is not None:
                 setter(self, tuple(fields.values()))
@@ -320,7 +324,7 @@ def _configure(cls: type[Task]) -> None:
     cls._slotted = frozenset(name for name in cls._settable
                              if isinstance(getattr(cls, name, None), MemberDescriptorType))
     cls._keys = KeyPolicy(cls, cls._protected, _NAMED, SPARSE_FIELDS - cls._slotted,
-                          put_extra)
+                          put_extra, unmerged=_META)
 
 
 _configure(Task)
