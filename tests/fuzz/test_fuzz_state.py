@@ -131,7 +131,7 @@ ODD_KEYS = ("x-custom", "queue", "eta", "expires", "exception", "traceback", "re
             "runtime", "name", "retries", "root_id", "_keys", "event")
 
 
-@scaled(700)
+@scaled(300)
 @given(tasks=cluster_events(retries=True), data=st.data())
 def test_generated_setters_do_what_a_loop_over_the_keys_does(tasks, data):
     """In order and late (a state already passed, its merge rule), with odd keys and
