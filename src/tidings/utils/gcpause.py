@@ -23,8 +23,8 @@ allocation sets off, while the caller holds it: 22 ms over the 100k pairs
 of ``tasks_by_time()`` (whose walk takes 25), each pair's task visited at
 a cache miss.  So the pause ends by moving every object of the young
 generations to the oldest one (``gc.freeze()`` then ``gc.unfreeze()``: two
-list splices, no object visited), which also sets the young counts back to
-zero.  Nothing is lost: objects freed by their reference counts go as
+list splices, no object visited), which also sets the count of new objects
+back to zero.  Nothing is lost: objects freed by their reference counts go as
 before; cyclic garbage that was young at that moment waits for the next
 full collection.  Not in a program that froze objects itself
 (``gc.freeze()`` before forking workers, say): ``gc.unfreeze()`` would
@@ -93,8 +93,8 @@ def _promote_young() -> None:
     """Every object of the young generations goes to the oldest, without a collection.
 
     ``gc.freeze()`` moves every tracked object to the permanent generation
-    and sets the young generations' counts to zero; ``gc.unfreeze()`` moves
-    them all to the oldest generation.  Both splice lists: no object is
+    and sets the count of objects made since the last collection to zero;
+    ``gc.unfreeze()`` moves them all to the oldest generation.  Both splice lists: no object is
     visited.  Only when nothing is frozen (:meth:`_Pause.__exit__` checks),
     or the program's own frozen objects would be released.
     """
