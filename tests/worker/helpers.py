@@ -143,12 +143,14 @@ class cluster:
         return w
 
     def __exit__(self, *exc: object) -> None:
-        for w in self.workers:
-            w.stop()
-        self.capture.stop()
-        self.proj.app.publisher.close()
-        cleanup_broker(self.url, self.declared)
-        delete_queue(self.url, self.queue)
+        try:
+            for w in self.workers:
+                w.stop()  # raises if one does not stop: the broker is cleaned all the same
+        finally:
+            self.capture.stop()
+            self.proj.app.publisher.close()
+            cleanup_broker(self.url, self.declared)
+            delete_queue(self.url, self.queue)
 
 
 def inspect(c: cluster, command: str, name: str = "w1@test", timeout: float = 5.0,
