@@ -187,7 +187,7 @@ class Worker(ControlSurface):
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
         signal.signal(signal.SIGQUIT, cold)  # Celery's cold shutdown
-        # Celery's SIGUSR1 logs every thread's stack; this writes them to stderr from C,
+        # As Celery's SIGUSR1: every thread's stack to stderr, here written from C, so
         # even while the worker's thread is stuck (prefork children inherit it).
         faulthandler.register(signal.SIGUSR1, all_threads=True)
 
