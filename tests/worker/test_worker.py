@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import time
 
 import pytest
 from kombu import Producer
 
 from tests.cli.helpers import run
-from tests.worker.helpers import cluster, wait_for
+from tests.worker.helpers import cluster, delete_queue, wait_for
 from tidings.protocol.events import EVENT_TYPES
 from tidings.protocol.loss import DROPPED_FIELD
 
@@ -246,8 +247,6 @@ def test_sigusr1_writes_every_stack_and_the_worker_goes_on(amqp_url, tmp_path):
         assert wait_for(lambda: "_run_consuming" in w.log, 10), w.log
         assert "thread 0x" in w.log and "(most recent call first)" in w.log
         assert "proj.py" not in w.log  # the task runs in the child, not here
-        import os
-
         os.kill(child, sig.SIGUSR1)
         # the child's stack: the task, in time.sleep
         assert wait_for(lambda: "proj.py" in w.log, 10), w.log
@@ -261,8 +260,6 @@ def test_a_worker_stopped_while_it_reconnects_still_says_goodbye(amqp_url, tmp_p
     """Its queue deleted (``Basic.cancel``), the worker waits a second to reconnect;
     SIGTERM in that second: it stops at once, and still sends ``worker-offline``
     (one quick connection of its own: the broker is there)."""
-    from tests.worker.helpers import delete_queue
-
     with cluster(amqp_url, tmp_path) as c:
         w = c.worker("-E", "-P", "prefork", "-c", "2", "-Q", c.queue + "-gone")
         try:
