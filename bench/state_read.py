@@ -12,8 +12,8 @@ shallow copy of the task map with ingest paused (a camera's shot),
 each API gives them all: see :func:`every_dict`) and a pickle of the whole
 State.  Each figure is the best of ``--repeat`` timings, each after a
 ``gc.collect()``; a read of under a millisecond is timed over enough calls
-to fill 10 ms, and the figure is per call (see :data:`SHORT`).  The ratio is Tidings' time over
-Celery's (below 1: Tidings is faster).
+to fill 10 ms, and the figure is per call (see :data:`SHORT`).  The ratio
+is Tidings' time over Celery's (below 1: Tidings is faster).
 
 Why a process each: what a read of every task costs depends on what else
 the process holds.  Such a read makes one new object per task, and the
