@@ -4,6 +4,7 @@ import threading
 
 import pytest
 
+from tests.unit.gc_counting import collections_counted
 from tidings.utils.gcpause import PAUSE_ABOVE, collector_paused
 
 
@@ -73,16 +74,9 @@ def test_what_a_read_made_goes_to_the_oldest_generation_without_a_collection(mon
     from tidings.utils import gcpause
 
     monkeypatch.setattr(gcpause._pause, "frozen", False)
-    gc.enable()
-    gc.collect()
-    collections = []
-
-    def count(phase, info):
-        if phase == "start":
-            collections.append(info["generation"])
-
-    gc.callbacks.append(count)
-    try:
+    with collections_counted(threshold=None) as collections:
+        gc.collect()
+        collections.clear()
         with collector_paused():
             made = [[n] for n in range(PAUSE_ABOVE * 5)]  # tracked objects, over the threshold
         assert gc.get_count()[0] < gc.get_threshold()[0]
@@ -91,8 +85,6 @@ def test_what_a_read_made_goes_to_the_oldest_generation_without_a_collection(mon
         assert collections == []
         assert any(o is marker for o in gc.get_objects(generation=2))
         del made, more
-    finally:
-        gc.callbacks.remove(count)
 
 
 def test_a_program_that_froze_objects_keeps_them_frozen(monkeypatch):

@@ -1,4 +1,3 @@
-import contextlib
 import copy
 import gc
 import pickle
@@ -9,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.unit.gc_counting import collections_counted
 from tidings.events.state import State, Task, Worker, heartbeat_expires
 
 
@@ -993,28 +993,6 @@ def test_fields_of_rare_states_read_copy_and_pickle_like_the_others():
         assert task.as_dict() == a.as_dict()
     assert loaded.tasks["b"].as_dict() == b.as_dict() and loaded.tasks["b"].requeue is False
     assert a.as_dict()["revoked"] == a.revoked and b.as_dict()["revoked"] is None
-
-
-@contextlib.contextmanager
-def collections_counted():
-    """The collector on, with thresholds of 10: yields the list of the generations
-    of the collections that start (thresholds, state and callbacks restored)."""
-    collections = []
-
-    def count(phase, info):
-        if phase == "start":
-            collections.append(info["generation"])
-
-    threshold, was = gc.get_threshold(), gc.isenabled()
-    gc.enable()
-    gc.callbacks.append(count)
-    gc.set_threshold(10, 10, 10)
-    try:
-        yield collections
-    finally:
-        gc.callbacks.remove(count)
-        gc.set_threshold(*threshold)
-        (gc.enable if was else gc.disable)()
 
 
 def test_reads_of_every_task_hold_the_collector_off_and_small_ones_do_not():
