@@ -217,8 +217,7 @@ class Worker(ControlSurface):
             with self._event_connection(connect_timeout=FAREWELL_TIMEOUT) as conn:
                 conn.ensure_connection(max_retries=1, interval_start=0)
                 self._setup_dispatcher(conn)
-                self.hook("worker_offline")
-                self.dispatcher.flush()
+                self._say_goodbye()
         except Exception as exc:  # the broker is gone as well
             logger.warning("Stopped without a broker: worker-offline not sent (%r)", exc)
 
@@ -368,6 +367,10 @@ class Worker(ControlSurface):
         self._tick(start_new=False)
         # Messages held for an ETA or a free slot were never acked: the broker
         # gives them back when this channel closes.
+        self._say_goodbye()
+
+    def _say_goodbye(self) -> None:
+        """``worker-offline``, and every event still held, out now."""
         self.hook("worker_offline")
         self.dispatcher.flush()
         self._said_goodbye = True
