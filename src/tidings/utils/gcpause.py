@@ -23,10 +23,10 @@ allocation sets off, while the caller holds it: 22 ms over the 100k pairs
 of ``tasks_by_time()`` (whose walk takes 25), each pair's task visited at
 a cache miss.  So the pause ends by moving every object of the young
 generations to the oldest one (``gc.freeze()`` then ``gc.unfreeze()``: two
-list splices, no object visited), which also sets the count of new objects
-back to zero.  Nothing is lost: objects freed by their reference counts go as
-before; cyclic garbage that was young at that moment waits for the next
-full collection.  Not in a program that froze objects itself
+list splices, no object visited), which also sets the count of new
+objects back to zero.  Nothing is lost: objects freed by their reference
+counts go as before; cyclic garbage that was young at that moment waits
+for the next full collection.  Not in a program that froze objects itself
 (``gc.freeze()`` before forking workers, say): ``gc.unfreeze()`` would
 release them, so there what the read made goes through a young
 collection, as it would without the pause.
@@ -94,9 +94,10 @@ def _promote_young() -> None:
 
     ``gc.freeze()`` moves every tracked object to the permanent generation
     and sets the count of objects made since the last collection to zero;
-    ``gc.unfreeze()`` moves them all to the oldest generation.  Both splice lists: no object is
-    visited.  Only when nothing is frozen (:meth:`_Pause.__exit__` checks),
-    or the program's own frozen objects would be released.
+    ``gc.unfreeze()`` moves them all to the oldest generation.  Both splice
+    lists: no object is visited.  Only when nothing is frozen
+    (:meth:`_Pause.__exit__` checks), or the program's own frozen objects
+    would be released.
     """
     gc.freeze()
     gc.unfreeze()
