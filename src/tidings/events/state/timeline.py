@@ -23,9 +23,15 @@ Why this shape:
   key is another object (an identity test, no comparison).  A task that
   leaves the State gets copies of its keys (:meth:`Timeline.forget`), so
   its entries are skipped the same way.  When stale entries outnumber
-  a quarter of the live ones, one pass drops them, so the list holds at most
+  a quarter of the live ones, a pass drops them, so the list holds at most
   about 1.25 times as many entries as there are tasks (``STALE_SHARE``),
-  and ingest stays amortised O(1).
+  and ingest stays amortised O(1).  The pass reads the task of each entry
+  it looks at, at a cache miss each, so it first looks only at the entries
+  filed since the last pass: a task's events mostly come close together,
+  so that is where nearly all stale entries are.  Only if that leaves more
+  than half the allowance does a pass over the whole list follow.  Over
+  100k tasks of ``bench/state_ingest.py``'s stream, the passes read 194k
+  tasks instead of 586k.
 * The task beside each key makes a read one identity test per entry: no
   lookup of the id in the task map, whose hash table is spread over all
   of memory, and no read of the key tuple.  Over 100k tasks
@@ -72,6 +78,9 @@ STALE_SHARE = 1.25
 #: Stale entries tolerated beyond that (so a tiny State does not compact on
 #: every event).
 STALE_EXTRA = 64
+#: After a pass over the entries filed since the last pass, the share of tasks
+#: that stale entries may still be before a pass over every entry follows.
+STALE_AFTER_TAIL = (STALE_SHARE - 1) / 2
 #: How far from the end a late key is first looked for.  Late keys are
 #: nearly always a few entries from the end (a batch from another worker);
 #: a binary search of the whole list of 150k entries touches 17 tuples
@@ -99,7 +108,7 @@ class Timeline:
     Not thread-safe: the State calls it under its lock.
     """
 
-    __slots__ = ("_entries", "_forgotten", "_owners", "_tasks")
+    __slots__ = ("_clean", "_entries", "_forgotten", "_owners", "_tasks")
 
     def __init__(self, tasks: dict[str, Any]) -> None:
         self._tasks = tasks
@@ -110,6 +119,8 @@ class Timeline:
         self._owners: list[Any] = []
         #: Tasks forgotten since the last compaction (see :meth:`forget`).
         self._forgotten = 0
+        #: Entries before this index were all live after the last pass (:meth:`_drop_stale`).
+        self._clean = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -134,8 +145,10 @@ class Timeline:
                 at = bisect_right(owners, task.uuid, start, at, key=_uuid_of)
             entries.insert(at, key)
             owners.insert(at, task)
+            if at < self._clean:
+                self._clean += 1
         if len(entries) > len(self._tasks) * STALE_SHARE + STALE_EXTRA:
-            self.compact()
+            self._drop_stale()
 
     def forget(self, task: Any) -> None:
         """``task`` left the State: its entries go stale, and are dropped soon enough
@@ -152,12 +165,27 @@ class Timeline:
         if self._forgotten > len(self._tasks) // FORGOTTEN_SHARE + STALE_EXTRA:
             self.compact()
 
+    def _drop_stale(self) -> None:
+        """Drop the stale entries filed since the last pass; all of them if too many
+        are left before those (see the module documentation)."""
+        clean = self._clean
+        entries, owners = self._entries, self._owners
+        live = list(map(is_, map(_key_of, islice(owners, clean, None)),
+                        islice(entries, clean, None)))
+        entries[clean:] = compress(entries[clean:], live)
+        owners[clean:] = compress(owners[clean:], live)
+        self._clean = len(entries)
+        tasks = len(self._tasks)
+        if len(entries) - tasks > tasks * STALE_AFTER_TAIL + STALE_EXTRA:
+            self.compact()
+
     def compact(self) -> None:
         """Drop the entries that are no task's current key."""
         live = list(map(is_, map(_key_of, self._owners), self._entries))
         self._entries = list(compress(self._entries, live))
         self._owners = list(compress(self._owners, live))
         self._forgotten = 0
+        self._clean = len(self._entries)
 
     def rebuild(self, tasks: Iterable[Any]) -> None:
         """Start over from ``tasks``' current keys (after a clear or an unpickle)."""
@@ -166,6 +194,7 @@ class Timeline:
         self._entries = [key for key, _ in pairs]
         self._owners = [task for _, task in pairs]
         self._forgotten = 0
+        self._clean = len(self._entries)
 
     def take(self, limit: int | None = None) -> list[tuple[str, Any]]:
         """``(uuid, task)`` of up to ``limit`` tasks (every one: ``None``) by key,
@@ -203,4 +232,5 @@ class Timeline:
             kept = [task for _, task in reversed(chosen)]
             entries[n - walked:] = list(map(_key_of, kept))
             owners[n - walked:] = kept
+            self._clean = min(self._clean, n - walked)
         return chosen
