@@ -54,7 +54,7 @@ def test_passes_read_the_entries_filed_since_the_last_pass_when_the_stale_ones_a
             events += 1
             file(timeline, tasks, task, clock)
             assert len(timeline) <= len(tasks) * STALE_SHARE + STALE_EXTRA + 1
-    assert Counted.reads <= 1.5 * events
+    assert Counted.reads <= 1.5 * events  # a pass over the whole list each time: 3.2
     assert [u for u, _ in timeline.take()] == newest_first(tasks)
 
 
@@ -77,4 +77,32 @@ def test_stale_entries_filed_before_the_last_pass_are_dropped_as_well():
         assert len(timeline) <= len(tasks) * STALE_SHARE + STALE_EXTRA + 1
         if n % 500 == 0:
             assert [u for u, _ in timeline.take(limit=50)] == newest_first(tasks)[:50]
+    assert [u for u, _ in timeline.take()] == newest_first(tasks)
+
+
+def test_entries_of_evicted_tasks_are_dropped_by_a_walk_from_the_oldest():
+    """A bounded State evicts its oldest tasks: their stale entries are found from the
+    start of the list, without a pass over all of it, and reads stay exact."""
+    tasks: dict = {}
+    timeline = Timeline(tasks)
+    bound = 2000
+    clock = 0
+    order = []
+    for n in range(bound):
+        clock += 1
+        order.append(Counted(f"t{n:05}"))
+        file(timeline, tasks, order[-1], clock)
+    Counted.reads = 0
+    for n in range(bound, 4 * bound):
+        task = Counted(f"t{n:05}")
+        order.append(task)
+        for _ in range(2):
+            clock += 1
+            file(timeline, tasks, task, clock)
+        oldest = order.pop(0)
+        del tasks[oldest.uuid]
+        timeline.forget(oldest)
+        assert len(timeline) <= len(tasks) * STALE_SHARE + STALE_EXTRA + 1
+    filed = 2 * 3 * bound
+    assert Counted.reads <= 2.5 * filed  # a pass over the whole list each time: 5 per entry
     assert [u for u, _ in timeline.take()] == newest_first(tasks)
