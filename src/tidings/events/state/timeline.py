@@ -35,7 +35,7 @@ Why this shape:
   found the stale entries it knows of (less ``STALE_EXTRA``).  Over
   ``bench/state_ingest.py``'s stream of 100k tasks, the passes read 0.44
   tasks per event instead of 1.33 (one pass over the whole list each
-  time), and with ``max_tasks_in_memory`` of 10k, 0.90 instead of 2.43.
+  time), and with ``max_tasks_in_memory`` of 10k, 0.84 instead of 2.43.
 * The task beside each key makes a read one identity test per entry: no
   lookup of the id in the task map, whose hash table is spread over all
   of memory, and no read of the key tuple.  Over 100k tasks
