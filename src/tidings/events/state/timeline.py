@@ -124,9 +124,10 @@ class Timeline:
         self._entries: list[tuple] = []
         #: The task each entry of ``_entries`` was filed for, at the same index.
         self._owners: list[Any] = []
-        #: Tasks forgotten since the last pass that dropped every stale entry (:meth:`forget`).
+        #: Forgotten tasks that stale entries may still hold (see :meth:`forget`).
         self._forgotten = 0
-        #: Entries before this index were all live after the last pass (:meth:`_drop_stale`).
+        #: Where the next pass starts: the entries before were looked at by an
+        #: earlier one (see :meth:`_drop_stale`).
         self._clean = 0
 
     def __len__(self) -> int:
