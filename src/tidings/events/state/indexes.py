@@ -106,8 +106,9 @@ class WorkerMap(_Snapshotting):
 Sorter = Callable[[Iterable[Any], "int | None", bool], Iterator[tuple[str, Any]]]
 
 
-#: Entries an index keeps under one key beyond twice its tasks, before one pass
-#: drops the stale ones (so that a key with one task is not compacted on every move).
+#: Entries an index keeps under one key beyond twice its tasks, before a walk
+#: drops the stale ones (so that a key with one task is not compacted on every
+#: move); also the stale entries that walk may leave.
 INDEX_SLACK = 2
 #: Entries a walk that drops stale ones reads at least before it counts what it
 #: has found (it reads as many as it has still to find, if more).
