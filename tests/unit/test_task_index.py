@@ -28,7 +28,7 @@ def no_sort(tasks, limit, reverse):  # the index's reads by time are not tested 
     raise AssertionError("not read by time")
 
 
-def test_tasks_leaving_oldest_first_are_dropped_by_a_walk_that_reads_about_half():
+def test_tasks_leaving_oldest_first_are_dropped_by_a_walk_that_stops_past_them():
     """A bounded State evicts its oldest tasks: the walk that drops their entries
     stops once it has found them, where a pass over the whole list reads it all."""
     tasks = CountedTasks()
