@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from itertools import compress
 from typing import Any
+
+from .sweep import live_flags_from_start
 
 __all__ = ["ItemsSnapshot", "TaskIndex", "TaskMap", "WorkerMap"]
 
@@ -110,9 +113,6 @@ Sorter = Callable[[Iterable[Any], "int | None", bool], Iterator[tuple[str, Any]]
 #: drops the stale ones (so that a key with one task is not compacted on every
 #: move); also the stale entries that walk may leave.
 INDEX_SLACK = 2
-#: Entries a walk that drops stale ones reads at least before it counts what it
-#: has found (it reads as many as it has still to find, if more).
-INDEX_CHUNK = 64
 
 
 class TaskIndex:
@@ -177,27 +177,23 @@ class TaskIndex:
         the start, and the walk stops soon after them.  Over
         ``bench/state_ingest.py``'s stream of 100k tasks with 10k kept, the
         tasks read to drop stale entries went from 169k (a pass over the
-        whole list each time) to 14k.  A walk that would reach the end is a
-        pass over the whole list, which also drops an id filed twice (a task
-        that left the key and came back).
+        whole list each time) to 14k (:func:`.sweep.live_flags_from_start`).
+        A walk that reads to the end and still falls short has met an id
+        filed twice (a task that left the key and came back): a pass over
+        the whole list drops those too.
         """
         get = self._tasks.get
         key_of = self._key_of
+
+        def flags_of(start: int, stop: int) -> list[bool]:
+            return [t is not None and key_of(t) == key for t in map(get, ids[start:stop])]
+
         stale = len(ids) - count
-        walked = found = 0
-        kept: list[str] = []
-        while stale - found > INDEX_SLACK:
-            upto = walked + max(stale - found, INDEX_CHUNK)  # most of those left are next
-            if upto >= len(ids):
-                kept = [t.uuid for t in self._live(key, kept + ids[walked:])]
-                walked = len(ids)
-                break
-            chunk = ids[walked:upto]
-            live = [t.uuid for t in map(get, chunk) if t is not None and key_of(t) == key]
-            found += len(chunk) - len(live)
-            kept += live
-            walked = upto
-        ids[:walked] = kept
+        live, found = live_flags_from_start(len(ids), stale, INDEX_SLACK, flags_of)
+        if stale - found > INDEX_SLACK:  # read to the end and short: ids filed twice
+            ids[:] = [t.uuid for t in self._live(key, ids)]
+        else:
+            ids[:len(live)] = compress(ids[:len(live)], live)
 
     def move(self, old: str | None, new: str | None, uuid: str) -> None:
         """Re-file ``uuid`` from ``old`` to ``new`` (either may be None)."""

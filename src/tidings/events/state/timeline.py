@@ -67,6 +67,8 @@ from itertools import compress, islice
 from operator import attrgetter, is_
 from typing import Any
 
+from .sweep import live_flags_from_start
+
 __all__ = ["Timeline"]
 
 #: Entries kept, as a multiple of the tasks, before a compaction drops the stale
@@ -85,9 +87,6 @@ STALE_EXTRA = 64
 #: After a pass over the entries filed since the last pass, the share of tasks
 #: that stale entries may still be before a pass over the older ones follows.
 STALE_AFTER_TAIL = (STALE_SHARE - 1) / 2
-#: Entries the walk from the oldest reads at least before it counts what it has
-#: found (it reads as many as it has still to find, if more).
-HEAD_CHUNK = 64
 #: How far from the end a late key is first looked for.  Late keys are
 #: nearly always a few entries from the end (a batch from another worker);
 #: a binary search of the whole list of 150k entries touches 17 tuples
@@ -177,39 +176,38 @@ class Timeline:
         """Drop the stale entries filed since the last pass; then, if too many are
         left (or ``every``), those before them, from the oldest on (see the module
         documentation)."""
-        entries, owners = self._entries, self._owners
-        clean = self._clean
-        tail, tail_owners = entries[clean:], owners[clean:]
-        live = list(map(is_, map(_key_of, tail_owners), tail))
-        entries[clean:] = compress(tail, live)
-        owners[clean:] = compress(tail_owners, live)
-        self._clean = len(entries)
+        clean, end = self._clean, len(self._entries)
+        self._keep(clean, end, self._live_flags(clean, end))
+        self._clean = len(self._entries)
         tasks = len(self._tasks)
-        stale = len(entries) - tasks  # at least: each task has at most one live entry
+        stale = len(self._entries) - tasks  # at least: each task has at most one live entry
         if every or stale > tasks * STALE_AFTER_TAIL + STALE_EXTRA:
             self._drop_oldest_stale(stale)
 
     def _drop_oldest_stale(self, stale: int) -> None:
         """Walk from the oldest entry until all but ``STALE_EXTRA`` of ``stale`` stale
-        entries are found, and drop them.
+        entries are found (:func:`.sweep.live_flags_from_start`), and drop them.
 
         Evicted tasks' entries are mostly among the oldest, and so are those
         of tasks that moved on since the last pass; the few left are those of
         tasks under way when it ran, just before its end.
         """
-        entries, owners = self._entries, self._owners
-        live: list[bool] = []
-        walked = found = 0
-        while walked < len(entries) and stale - found > STALE_EXTRA:
-            upto = walked + max(stale - found, HEAD_CHUNK)  # most of those left are next
-            chunk = list(map(is_, map(_key_of, owners[walked:upto]), entries[walked:upto]))
-            found += len(chunk) - sum(chunk)
-            live += chunk
-            walked += len(chunk)
-        entries[:walked] = compress(entries[:walked], live)
-        owners[:walked] = compress(owners[:walked], live)
-        self._clean = len(entries)
+        live, found = live_flags_from_start(len(self._entries), stale, STALE_EXTRA,
+                                            self._live_flags)
+        self._keep(0, len(live), live)
+        self._clean = len(self._entries)
         self._forgotten = max(stale - found, 0)  # at most this many forgotten tasks held
+
+    def _live_flags(self, start: int, stop: int) -> list[bool]:
+        """Whether each entry from ``start`` to ``stop`` is still its task's key."""
+        return list(map(is_, map(_key_of, self._owners[start:stop]),
+                        self._entries[start:stop]))
+
+    def _keep(self, start: int, stop: int, live: list[bool]) -> None:
+        """Of the entries from ``start`` to ``stop``, keep those ``live`` flags."""
+        entries, owners = self._entries, self._owners
+        entries[start:stop] = compress(entries[start:stop], live)
+        owners[start:stop] = compress(owners[start:stop], live)
 
     def rebuild(self, tasks: Iterable[Any]) -> None:
         """Start over from ``tasks``' current keys (after a clear or an unpickle)."""
