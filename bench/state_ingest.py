@@ -13,7 +13,15 @@ State holds per tracked task once ``--tasks`` tasks are in it.  With
 (``max_tasks_in_memory``) and evict as the stream goes on, as a long-running
 monitor's does; the memory row is then left out.
 
+With ``--floor``, a third row: :class:`FloorState`, the least any State
+written in Python can do per event (find or make the task, copy the
+event's fields onto it, note a worker; with ``--bound``, drop the oldest
+task), fed the same way.  It is no State (no states by precedence, no time
+order, no indexes, nothing for readers); it says how fast a reducer in pure
+Python could be at best, against Celery's in the same run.
+
     python bench/state_ingest.py            # 100k tasks
+    python bench/state_ingest.py --floor    # and the pure-Python floor
     python bench/state_ingest.py --tasks 20000 --repeat 1
     python bench/state_ingest.py --tasks 227000 --bound 10000   # 1M events, 10k kept
 """
@@ -26,6 +34,7 @@ import json
 import random
 import time
 import tracemalloc
+from collections import deque
 from collections.abc import Callable, Iterator
 
 WORKERS = [f"worker{i}@bench" for i in range(10)]
@@ -101,6 +110,39 @@ def fresh(events: list[dict]) -> list[dict]:
     return json.loads(json.dumps(events))
 
 
+class _FloorTask:
+    """A task of :class:`FloorState`: its fields in its ``__dict__``, nothing else."""
+
+
+class FloorState:
+    """The least a State written in Python does per event (see the module docs):
+    one dict lookup for the task (one more, and a class call, for a new one), one
+    C call that copies every field, its state named after the event, a worker
+    kept by name.  Not a State."""
+
+    def __init__(self, max_tasks_in_memory: int) -> None:
+        self.max_tasks_in_memory = max_tasks_in_memory
+        self.tasks: dict[str, _FloorTask] = {}
+        self.workers: dict[str, dict] = {}
+        self._order: deque[str] = deque()  # first seen first: what goes over the bound
+
+    def event(self, event: dict) -> None:
+        group, _, subject = event["type"].partition("-")
+        if group == "task":
+            uuid = event["uuid"]
+            tasks = self.tasks
+            task = tasks.get(uuid)
+            if task is None:
+                task = tasks[uuid] = _FloorTask()
+                self._order.append(uuid)
+                if len(tasks) > self.max_tasks_in_memory:
+                    del tasks[self._order.popleft()]
+            task.__dict__.update(event)
+            task.state = subject
+        elif group == "worker":
+            self.workers[event["hostname"]] = event
+
+
 def throughput(make_state: Callable[[], object], events: list[dict], repeat: int) -> float:
     best = 0.0
     for _ in range(repeat):
@@ -161,6 +203,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--bound", type=int, default=None,
                         help="max_tasks_in_memory of both States (default: --tasks)")
+    parser.add_argument("--floor", action="store_true",
+                        help="also the least a State in pure Python can do (FloorState)")
     args = parser.parse_args()
 
     from celery import __version__ as celery_version
@@ -186,11 +230,14 @@ def main() -> None:
     rates = {}
     for label, make in (("celery", celery_state), ("tidings", tidings_state)):
         rates[label] = throughput(make, events, args.repeat)
+    if args.floor:
+        rates["floor"] = throughput(lambda: FloorState(bound), events, args.repeat)
     if bound < n:  # bytes per task are those of a State holding every task
         print(f"{'':10}{'events/s':>14}")
         print(f"{'celery ' + celery_version:<16}{rates['celery']:>8,.0f}")
         print(f"{'tidings ' + tidings_version:<16}{rates['tidings']:>8,.0f}")
         print(f"speed ratio tidings/celery: {rates['tidings'] / rates['celery']:.2f}x")
+        print_floor(rates)
         return
     mem = {}
     for label, make in (("celery", celery_state), ("tidings", tidings_state)):
@@ -200,6 +247,15 @@ def main() -> None:
     print(f"{'tidings ' + tidings_version:<16}{rates['tidings']:>8,.0f}{mem['tidings']:>14,.0f}")
     print(f"speed ratio tidings/celery: {rates['tidings'] / rates['celery']:.2f}x")
     print(f"memory ratio tidings/celery: {mem['tidings'] / mem['celery']:.2f}x")
+    print_floor(rates)
+
+
+def print_floor(rates: dict[str, float]) -> None:
+    """The ``--floor`` row, when measured: events/s and its ratios to both States."""
+    floor = rates.get("floor")
+    if floor is not None:
+        print(f"floor (pure Python, no State): {floor:,.0f} events/s, "
+              f"{floor / rates['celery']:.2f}x celery's, {floor / rates['tidings']:.2f}x tidings'")
 
 
 if __name__ == "__main__":
