@@ -140,3 +140,59 @@ def test_default_folder_is_per_user(monkeypatch, tmp_path):
     conn = App(broker_data_dir=str(tmp_path / "b")).connection_for_read()
     assert conn.transport.driver_type == "filesystem"
     assert (tmp_path / "b" / "data").is_dir()
+
+
+def test_a_binding_table_another_process_just_created_reads_as_empty(embedded_app):
+    """A process that binds the first queue of an exchange creates its table file
+    and writes it once it holds the file's lock: until then the file is empty, and
+    another process that reads it, binds to it or unbinds from it meanwhile must
+    take it for a table without bindings (two workers starting at once crashed on
+    it)."""
+    with embedded_app.connection_for_write() as conn:
+        channel = conn.default_channel
+        channel.control_folder.mkdir(parents=True, exist_ok=True)
+        (channel.control_folder / "fresh.exchange").write_bytes(b"")
+        assert channel.get_table("fresh") == []
+        channel.exchange_declare("fresh", "topic")
+        channel.queue_declare("q1")
+        channel.queue_bind("q1", "fresh", "a.#")
+        assert [q.queue for q in channel.get_table("fresh")] == ["q1"]
+        channel.exchange_declare("gone", "topic")
+        channel.queue_declare("q2")
+        channel.queue_bind("q2", "gone", "#")
+        (channel.control_folder / "gone.exchange").write_bytes(b"")
+        channel.queue_delete("q2")  # unbinds it from "gone"
+        assert channel.get_table("gone") == []
+
+
+BIND_AT_ONCE = textwrap.dedent("""
+    import sys, time
+    from tidings import App
+    folder, exchange, queue, at = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+    app = App('bind', broker_data_dir=folder)
+    with app.connection_for_write() as conn:
+        channel = conn.default_channel
+        channel.exchange_declare(exchange, 'topic')
+        channel.queue_declare(queue)
+        time.sleep(max(0.0, at - time.time()))
+        channel.queue_bind(queue, exchange, '#')
+""")
+
+
+def test_processes_binding_to_one_exchange_at_once_all_keep_their_binding(embedded_app):
+    """Each of several processes that bind a queue to one new exchange at the same
+    moment (two workers of the demo, their pidbox queues) finds its binding in the
+    table afterwards: none is overwritten, none of them fails."""
+    folder = embedded_app.conf.broker_data_dir
+    control = os.path.join(folder, "control")
+    for attempt in range(4):
+        exchange = f"together{attempt}"
+        at = time.time() + 1.5  # the processes are up by then, and bind at this instant
+        procs = [subprocess.Popen([sys.executable, "-c", BIND_AT_ONCE, folder, exchange,
+                                   f"q{n}", str(at)], stderr=subprocess.PIPE, text=True)
+                 for n in range(6)]
+        for proc in procs:
+            _, err = proc.communicate(timeout=60)
+            assert proc.returncode == 0, err
+        table = json.loads(read(os.path.join(control, f"{exchange}.exchange")))
+        assert sorted(q[2] for q in table) == [f"q{n}" for n in range(6)], attempt

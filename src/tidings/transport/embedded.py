@@ -7,6 +7,17 @@ of message TTL or queue expiry, so a monitor that dies would leave its queue
 bound and growing forever; the channel below adds both, reading the
 ``x-message-ttl`` and ``x-expires`` arguments that queues are declared with,
 exactly as RabbitMQ does.
+
+Each exchange's bindings are a table in ``control/<exchange>.exchange``,
+which every process that binds, unbinds or publishes reads.  kombu's
+channel creates that file with a truncating open, locks it only after, and
+decodes whatever it reads: two processes binding the first queues of an
+exchange at once (the demo's two workers, their remote-control queues)
+could each write a table of one binding over the other's, or fail to decode
+the empty file the other had just made, which stopped a worker as it
+started.  Here every change to a table is made under the file's lock by
+one function (:meth:`EmbeddedChannel._change_table`), the file is created
+without truncating it, and an empty file reads as a table without bindings.
 """
 
 from __future__ import annotations
@@ -16,10 +27,12 @@ import os
 import threading
 import time
 import uuid as _uuid
+from collections.abc import Callable
 from pathlib import Path
 from queue import Empty
 from typing import Any
 
+from kombu.exceptions import ChannelError
 from kombu.transport import filesystem
 from kombu.transport.base import to_rabbitmq_queue_arguments
 from kombu.utils.encoding import bytes_to_str, str_to_bytes
@@ -35,6 +48,18 @@ QUEUE_META_CACHE_SECONDS = 1.0
 _stamp_lock = threading.Lock()
 _last_stamp = 0
 
+Binding = filesystem.exchange_queue_t
+#: ``change(table)``: the table to write instead, or ``None`` to leave it as it is.
+TableChange = Callable[[list[Binding]], list[Binding] | None]
+
+
+def _decode_table(raw: bytes) -> list[Binding]:
+    """A binding table as read from its file; an empty file is a table just created
+    by a process that has not written it yet: no bindings."""
+    if not raw.strip():
+        return []
+    return [Binding(*binding) for binding in loads(bytes_to_str(raw))]
+
 
 class EmbeddedChannel(filesystem.Channel):
     """kombu's filesystem channel, plus message TTL and queue expiry.
@@ -45,6 +70,8 @@ class EmbeddedChannel(filesystem.Channel):
     * A message older than its queue's TTL is deleted instead of delivered.
     * Publishing skips a queue unused for longer than ``x-expires`` and
       removes it: its bindings, its messages and its metadata.
+    * Binding tables are changed under their file's lock only, and an empty
+      one is a table without bindings (see the module documentation).
     """
 
     _touch_every = QUEUE_TOUCH_INTERVAL
@@ -132,20 +159,9 @@ class EmbeddedChannel(filesystem.Channel):
 
     def _remove_queue(self, queue: str, exchange: str) -> None:
         """Forget an expired queue: its binding in ``exchange``, messages, metadata."""
-        file = self._exchange_file(exchange)
         try:
-            with file.open("rb+", buffering=0) as f_obj:
-                filesystem.lock(f_obj, filesystem.LOCK_EX)
-                try:
-                    table = [tuple(q) for q in loads(bytes_to_str(f_obj.read()))]
-                    kept = [q for q in table if q[2] != queue]
-                    if len(kept) != len(table):
-                        f_obj.seek(0)
-                        f_obj.write(str_to_bytes(dumps(kept)))
-                        f_obj.truncate()
-                finally:
-                    filesystem.unlock(f_obj)
-        except (OSError, ValueError):
+            self._change_table(exchange, lambda table: _without(table, queue=queue))
+        except (ChannelError, OSError, ValueError):
             pass
         self._purge(queue)
         try:
@@ -153,6 +169,68 @@ class EmbeddedChannel(filesystem.Channel):
         except OSError:
             pass
         self._meta_cache.pop(queue, None)
+
+    # -- binding tables -----------------------------------------------------------------
+
+    def get_table(self, exchange: str) -> list[Binding]:
+        file = self._exchange_file(exchange)
+        try:
+            with file.open("rb", buffering=0) as f_obj:
+                filesystem.lock(f_obj, filesystem.LOCK_SH)
+                try:
+                    return _decode_table(f_obj.read())
+                finally:
+                    filesystem.unlock(f_obj)
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise ChannelError(f"Cannot open {file}") from exc
+
+    def _change_table(self, exchange: str, change: TableChange, create: bool = False
+                      ) -> None:
+        """Read ``exchange``'s table, and write what ``change`` makes of it, holding the
+        file's lock throughout.  Without ``create``, a table not there is left so."""
+        file = self._exchange_file(exchange)
+        flags = os.O_RDWR | (os.O_CREAT if create else 0)
+        try:
+            if create:
+                self.control_folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(file, flags, 0o666)  # never truncated: the lock comes first
+        except FileNotFoundError:
+            if create:
+                raise ChannelError(f"Cannot open {file}") from None
+            return
+        except OSError as exc:
+            raise ChannelError(f"Cannot open {file}") from exc
+        with os.fdopen(fd, "rb+", buffering=0) as f_obj:
+            filesystem.lock(f_obj, filesystem.LOCK_EX)
+            try:
+                changed = change(_decode_table(f_obj.read()))
+                if changed is not None:
+                    f_obj.seek(0)
+                    f_obj.write(str_to_bytes(dumps(changed)))
+                    f_obj.truncate()
+            finally:
+                filesystem.unlock(f_obj)
+
+    def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
+        binding = Binding(routing_key or "", pattern or "", queue or "")
+        self._change_table(exchange, lambda table: None if binding in table
+                           else [binding, *table], create=True)
+
+    def _delete(self, queue: str, exchange: str | None = None, routing_key: str = "",
+                pattern: str = "", *args: Any, **kwargs: Any) -> None:
+        # kombu's filesystem channel reads and rewrites the table itself (see the
+        # module documentation): its base's purge, and our change of the table
+        super(filesystem.Channel, self)._delete(queue, exchange, routing_key, pattern,
+                                                *args, **kwargs)
+        if exchange:
+            binding = Binding(routing_key or "", pattern or "", queue or "")
+            self._change_table(exchange, lambda table: _without(table, binding=binding))
+        try:
+            self._meta_file(queue).unlink()
+        except OSError:
+            pass
 
     # -- routing ------------------------------------------------------------------------
 
@@ -224,12 +302,13 @@ class EmbeddedChannel(filesystem.Channel):
             return loads(bytes_to_str(payload))
         raise Empty()
 
-    def _delete(self, queue: str, *args: Any, **kwargs: Any) -> None:
-        super()._delete(queue, *args, **kwargs)
-        try:
-            self._meta_file(queue).unlink()
-        except OSError:
-            pass
+
+def _without(table: list[Binding], *, queue: str | None = None,
+             binding: Binding | None = None) -> list[Binding] | None:
+    """``table`` without ``binding`` (or every binding of ``queue``); ``None`` if it
+    had none of them."""
+    kept = [b for b in table if b != binding and b.queue != queue]
+    return kept if len(kept) != len(table) else None
 
 
 class EmbeddedTransport(filesystem.Transport):
