@@ -27,9 +27,13 @@ from .events.dumper import Dumper
 from .events.source import BrokerSource
 from .events.state import State
 from .task import Reject
+from .transport import Link
 from .utils.parent import PARENT_PID_ENV
 
 DEMO_QUEUE = "tidings.demo"
+#: Seconds the demo waits for its receiver to consume before it starts the
+#: workers (their ``worker-online`` would go to no queue before that).
+RECEIVER_READY_TIMEOUT = 30.0
 
 app = App("demo", task_default_queue=DEMO_QUEUE, task_send_sent_event=True)
 
@@ -97,10 +101,17 @@ def run_demo(duration: float | None, out: IO[str], log: IO[str] | None = None,
         env["TIDINGS_BROKER_URL"] = app.conf.broker_url
     source = BrokerSource(app, wakeup=False)
     stop_receiving = threading.Event()
+    receiving = threading.Event()
+
+    def on_status(status: Any) -> None:
+        if status.link in (Link.CONNECTED, Link.FAILED, Link.STOPPED):
+            receiving.set()  # consuming, or never will: the workers may start
+        _say_trouble(status)
+
     # the dump gathers lines for a file or a pipe; each loop turn writes them out,
     # and flushes them once a second (without it, only every 512 lines)
     listener = threading.Thread(target=source.run_guarded, args=(on_event, stop_receiving),
-                                kwargs={"on_status": _say_trouble,
+                                kwargs={"on_status": on_status,
                                         "on_tick": None if monitor else dumper.tick},
                                 daemon=True)
     listener.start()
@@ -115,7 +126,9 @@ def run_demo(duration: float | None, out: IO[str], log: IO[str] | None = None,
                                                       signal.SIGHUP)}
     started = time.monotonic()
     try:
-        time.sleep(0.5)
+        # the workers start once the receiver's queue is bound: events published
+        # before that (their worker-online) would reach no queue
+        receiving.wait(RECEIVER_READY_TIMEOUT)
         for name in ("demo1@%h", "demo2@%h"):
             workers.append(subprocess.Popen(
                 _worker_command(name), env=env, stdout=log or subprocess.DEVNULL,

@@ -81,7 +81,7 @@ def signalled_demos(tmp_path_factory):
         for sig, demo in demos.items():
             assert wait_for(lambda d=demo: d.stdout.count("] started:") >= 2
                             and "task started: demo.render_report" in d.stdout, 90), \
-                demo.stderr
+                f"{sig.name}: {demo.stderr}\n{demo.stdout[:3000]}"
             # 2 workers, 2 prefork children each (a child being replaced after a
             # terminated task is briefly missing: wait until all are there)
             assert wait_for(lambda d=demo: len(descendants(d.proc.pid)) >= 6, 30), \
