@@ -139,9 +139,14 @@ def test_a_broker_unreachable_for_the_first_ten_seconds(amqp_url, tmp_path):
 def test_a_durable_queue_and_confirmed_events_lose_nothing_across_a_restart(amqp_url,
                                                                           tmp_path):
     """RabbitMQ restarted while tasks run: a worker with ``--events-confirm`` and a
-    ``--queue`` reader; every task's outcome reaches the reader, none is counted lost."""
+    ``--queue`` reader; every task's outcome reaches the reader, none is counted lost.
+
+    The client sends no ``task-sent``: its publishes are not confirmed, so one
+    written as the broker goes down is lost, and the reader rightly counts it.
+    """
     name = f"tidings-test-confirm-{uuid.uuid4().hex[:8]}"
     with restartable(amqp_url) as (stop, start), cluster(amqp_url, tmp_path) as c:
+        c.proj.app.conf.task_send_sent_event = False  # the worker is the only sender
         env = dict(c.env, TIDINGS_BROKER_URL=amqp_url)
         worker = c.worker("-E", "--events-confirm", "-P", "threads", "-c", "2",
                           name="confirm@test", env=env)
