@@ -128,7 +128,9 @@ def run_demo(duration: float | None, out: IO[str], log: IO[str] | None = None,
     try:
         # the workers start once the receiver's queue is bound: events published
         # before that (their worker-online) would reach no queue
-        receiving.wait(RECEIVER_READY_TIMEOUT)
+        deadline = time.monotonic() + RECEIVER_READY_TIMEOUT
+        while not (receiving.is_set() or stop.wait(0.05)) and time.monotonic() < deadline:
+            pass
         for name in ("demo1@%h", "demo2@%h"):
             workers.append(subprocess.Popen(
                 _worker_command(name), env=env, stdout=log or subprocess.DEVNULL,
