@@ -252,14 +252,14 @@ def test_a_close_waits_for_a_send_under_way(client):
     app, raw = client
     first = app.send_task("proj.add", (0, 0)).id
     dispatcher = app.publisher.sent_events.dispatcher
-    send, inside, go_on = dispatcher.send, threading.Event(), threading.Event()
+    send, inside, go_on = dispatcher.send_fields, threading.Event(), threading.Event()
 
     def slow_send(*args, **kwargs):
         inside.set()
         go_on.wait(5.0)
         return send(*args, **kwargs)
 
-    dispatcher.send = slow_send
+    dispatcher.send_fields = slow_send
     sender = threading.Thread(target=lambda: ids.append(app.send_task("proj.add", (1, 1)).id))
     ids = [first]
     sender.start()

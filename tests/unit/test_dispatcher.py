@@ -71,6 +71,31 @@ def test_send_publishes_celery_shaped_message(app, conn):
     assert body["clock"] == app.clock.value
 
 
+def test_send_fields_publishes_what_send_does_alone_and_batched(app, conn):
+    """Our senders hand their fields over as a dict: the events are send's, field for
+    field and in the same order, whether they go at once or in a batch."""
+    read = drain(conn, app)
+    d = EventDispatcher(conn, hostname="w1@h", app=app, buffer_group=["task"], buffer_limit=2)
+    fields = {"uuid": "a", "name": "proj.add", "args": "(1,)", "retries": 0, "eta": None}
+    d.send("worker-online", freq=2.0, active=0)
+    d.send_fields("worker-online", {"freq": 2.0, "active": 0})
+    d.send("task-received", **fields)
+    d.send_fields("task-received", dict(fields))
+    single_a, single_b, batch = read()
+    assert single_a.delivery_info == single_b.delivery_info
+    strip = ("clock", "timestamp")
+    assert [[(k, v) for k, v in m.payload.items() if k not in strip]
+            for m in (single_a, single_b)] == [
+        [("hostname", "w1@h"), ("utcoffset", single_a.payload["utcoffset"]),
+         ("pid", os.getpid()), ("freq", 2.0), ("active", 0), ("type", "worker-online")]] * 2
+    by_send, by_fields = batch.payload
+    assert list(by_send) == list(by_fields) == [
+        "hostname", "utcoffset", "pid", "clock", *fields, "timestamp", "type"]
+    assert {k: v for k, v in by_send.items() if k not in strip} == {
+        k: v for k, v in by_fields.items() if k not in strip}
+    assert by_fields["clock"] == by_send["clock"] + 1
+
+
 def test_sequence_numbers_count_events_per_node_name_and_survive_a_new_dispatcher(app, conn):
     read = drain(conn, app)
     name = f"seq-{uuid.uuid4().hex[:8]}@h"

@@ -95,7 +95,7 @@ class SentEvents:
             dispatcher = slot.dispatcher
             if dispatcher is None or dispatcher.failed_sends:
                 dispatcher = self._renew()
-            dispatcher.send(TASK_SENT, **fields)
+            dispatcher.send_fields(TASK_SENT, fields)
 
     @property
     def dispatcher(self) -> EventDispatcher | None:

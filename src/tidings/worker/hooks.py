@@ -93,7 +93,7 @@ class EventsMiddleware(Middleware):
     def _send_worker_event(self, worker: Worker, type_: str) -> None:
         dispatcher = worker.dispatcher
         if worker.heartbeat_enabled and dispatcher is not None and dispatcher.enabled:
-            dispatcher.send(type_, **self._worker_fields(worker))
+            dispatcher.send_fields(type_, self._worker_fields(worker))
 
     def worker_online(self, worker: Worker) -> None:
         self._send_worker_event(worker, "worker-online")
@@ -104,7 +104,7 @@ class EventsMiddleware(Middleware):
         # is sent even by a worker without periodic heartbeats: it was asked.
         dispatcher = worker.dispatcher
         if remote and dispatcher is not None and dispatcher.enabled:
-            dispatcher.send("worker-heartbeat", **self._worker_fields(worker))
+            dispatcher.send_fields("worker-heartbeat", self._worker_fields(worker))
         elif not remote:
             self._send_worker_event(worker, "worker-heartbeat")
 
@@ -115,21 +115,21 @@ class EventsMiddleware(Middleware):
         if not self._task_events(worker, request):
             return
         r = request.req
-        worker.dispatcher.send(
-            "task-received", uuid=r.id, name=r.name, args=r.argsrepr, kwargs=r.kwargsrepr,
-            root_id=r.root_id, parent_id=r.parent_id, retries=r.retries,
-            eta=r.eta.isoformat() if r.eta else None,
-            expires=r.expires.isoformat() if r.expires else None)
+        worker.dispatcher.send_fields("task-received", {
+            "uuid": r.id, "name": r.name, "args": r.argsrepr, "kwargs": r.kwargsrepr,
+            "root_id": r.root_id, "parent_id": r.parent_id, "retries": r.retries,
+            "eta": r.eta.isoformat() if r.eta else None,
+            "expires": r.expires.isoformat() if r.expires else None})
 
     def task_started(self, worker: Worker, request: Request) -> None:
         if self._task_events(worker, request):
-            worker.dispatcher.send("task-started", uuid=request.id)
+            worker.dispatcher.send_fields("task-started", {"uuid": request.id})
 
     def task_succeeded(self, worker: Worker, request: Request, result: str,
                        runtime: float) -> None:
         if self._task_events(worker, request):
-            worker.dispatcher.send("task-succeeded", uuid=request.id, result=result,
-                                   runtime=runtime)
+            worker.dispatcher.send_fields("task-succeeded", {
+                "uuid": request.id, "result": result, "runtime": runtime})
 
     def task_failed(self, worker: Worker, request: Request, exception: str,
                     traceback: str | None) -> None:
@@ -138,23 +138,24 @@ class EventsMiddleware(Middleware):
         fields: dict[str, Any] = {"uuid": request.id, "exception": exception}
         if traceback is not None:
             fields["traceback"] = traceback
-        worker.dispatcher.send("task-failed", **fields)
+        worker.dispatcher.send_fields("task-failed", fields)
 
     def task_retried(self, worker: Worker, request: Request, exception: str,
                      traceback: str) -> None:
         if self._task_events(worker, request):
-            worker.dispatcher.send("task-retried", uuid=request.id, exception=exception,
-                                   traceback=traceback)
+            worker.dispatcher.send_fields("task-retried", {
+                "uuid": request.id, "exception": exception, "traceback": traceback})
 
     def task_rejected(self, worker: Worker, request: Request, requeue: bool) -> None:
         if self._task_events(worker, request):
-            worker.dispatcher.send("task-rejected", uuid=request.id, requeue=requeue)
+            worker.dispatcher.send_fields("task-rejected", {"uuid": request.id, "requeue": requeue})
 
     def task_revoked(self, worker: Worker, request: Request, terminated: bool,
                      signum: int | None, expired: bool) -> None:
         if self._task_events(worker, request):
-            worker.dispatcher.send("task-revoked", uuid=request.id, terminated=terminated,
-                                   signum=signum, expired=expired)
+            worker.dispatcher.send_fields("task-revoked", {
+                "uuid": request.id, "terminated": terminated, "signum": signum,
+                "expired": expired})
 
     def task_unregistered(self, worker: Worker, request: Request) -> None:
         # Reported as a failure, so monitors show the task and why it never ran.
