@@ -6,7 +6,11 @@ Two measures:
   events (off, on), publish ``--tasks`` messages (20k) to a fresh queue on
   RabbitMQ, start the worker, and time from its first consumed message
   until the queue is empty (``--repeat`` runs of each, interleaved: the
-  median);
+  median), and the worker's CPU time per task over that span, its pool
+  processes included (from ``/proc``): what events cost the worker itself,
+  apart from how the 2 cores are shared with RabbitMQ and the other
+  processes (``off/on``: the throughput events on would leave a worker
+  whose CPU is its bottleneck);
 * ``delay``: a prefork worker with ``-E`` is sent ``--delay-rate`` tasks a
   second (333: about 1,000 task events/s) for ``--delay-seconds``; a
   receiver (``bench/publish.py``'s, the same for both) notes each task
@@ -93,21 +97,41 @@ def start_worker(impl: str, pool: str, events: bool, url: str, queue: str
                             stderr=subprocess.DEVNULL)
 
 
-def measure(impl: str, pool: str, events: bool, url: str, n: int) -> float:
+def tree_cpu_seconds(pid: int) -> float:
+    """User plus system CPU time so far of process ``pid`` and its descendants
+    (a prefork worker's pool processes), from ``/proc``."""
+    total, pids = 0.0, [pid]
+    while pids:
+        pid = pids.pop()
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{tid}/children") as f:
+                    pids.extend(int(child) for child in f.read().split())
+        except (FileNotFoundError, ProcessLookupError):  # ended meanwhile
+            continue
+    return total
+
+
+def measure(impl: str, pool: str, events: bool, url: str, n: int) -> tuple[float, float]:
+    """Tasks per second, and the worker's CPU µs per task (all its processes)."""
     queue = f"bench-{uuid.uuid4().hex[:8]}"
     publish(url, queue, task_name(impl), n)
     proc = start_worker(impl, pool, events, url, queue)
     try:
-        while depth(url, queue) >= n:
+        while (left := depth(url, queue)) >= n:
             time.sleep(0.005)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), tree_cpu_seconds(proc.pid)
         wait_empty(url, queue, 0.01)
         elapsed = time.perf_counter() - start
+        cpu = tree_cpu_seconds(proc.pid) - cpu
     finally:
         proc.terminate()
         proc.wait(60)
         drop(url, queue)
-    return n / elapsed
+    return n / elapsed, cpu / left * 1e6
 
 
 def measure_delay(impl: str, url: str, rate: float, seconds: float) -> list[float]:
@@ -197,28 +221,31 @@ def drop_shared(url: str) -> None:
 def throughput(args: argparse.Namespace) -> None:
     print(f"{args.tasks} no-op tasks per run, RabbitMQ; prefork with 2 processes; "
           f"median of {args.repeat}")
-    runs: dict[tuple[str, str, bool], list[float]] = {}
+    runs: dict[tuple[str, str, bool], list[tuple[float, float]]] = {}
     for pool in ("solo", "prefork"):
         for _ in range(args.repeat):  # interleaved: each run sees the same machine
             for impl in ("celery", "tidings"):
                 for events in (False, True):
-                    rate = measure(impl, pool, events, args.broker, args.tasks)
-                    runs.setdefault((impl, pool, events), []).append(rate)
-                    print(f"  {impl} {pool} events {'on' if events else 'off'}: {rate:,.0f}/s",
-                          file=sys.stderr)
-    print(f"{'':22}{'events off':>12}{'events on':>12}{'on/off':>9}")
+                    rate, cpu = measure(impl, pool, events, args.broker, args.tasks)
+                    runs.setdefault((impl, pool, events), []).append((rate, cpu))
+                    print(f"  {impl} {pool} events {'on' if events else 'off'}: {rate:,.0f}/s, "
+                          f"{cpu:.0f} µs CPU per task", file=sys.stderr)
+    print(f"{'':22}{'events off':>12}{'events on':>12}{'on/off':>9}"
+          f"{'CPU µs/task off':>17}{'on':>6}{'off/on':>8}")
     rates = {}
     for pool in ("solo", "prefork"):
         for impl in ("celery", "tidings"):
-            off = statistics.median(runs[impl, pool, False])
-            on = statistics.median(runs[impl, pool, True])
+            off, on = (statistics.median(rate for rate, _ in runs[impl, pool, events])
+                       for events in (False, True))
+            cpu_off, cpu_on = (statistics.median(cpu for _, cpu in runs[impl, pool, events])
+                               for events in (False, True))
             rates[impl, pool] = (off, on)
-            print(f"{impl + ' ' + pool:<22}{off:>10,.0f}/s{on:>10,.0f}/s{on / off:>9.2f}")
+            print(f"{impl + ' ' + pool:<22}{off:>10,.0f}/s{on:>10,.0f}/s{on / off:>9.2f}"
+                  f"{cpu_off:>17.0f}{cpu_on:>6.0f}{cpu_off / cpu_on:>8.2f}")
     for pool in ("solo", "prefork"):
         (c_off, c_on), (t_off, t_on) = rates["celery", pool], rates["tidings", pool]
         print(f"{pool}: tidings/celery events off {t_off / c_off:.2f}x, "
               f"events on {t_on / c_on:.2f}x")
-
 
 if __name__ == "__main__":
     main()
