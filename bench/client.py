@@ -7,7 +7,9 @@ Tidings are interleaved, ``--repeat`` times; the table gives the medians,
 what ``task-sent`` costs each (on ÷ off), and Tidings ÷ Celery.  The row
 ``tidings batched`` is a Tidings client with ``task_sent_event_max_delay``
 of 5 ms as well (its events batched on a connection of their own), against
-the same ``off`` figure.
+the same ``off`` figure.  Beside tasks/s, the client's CPU time per task
+(``off/on``: what the event costs the client itself, apart from how the 2
+cores are shared with the broker).
 
     python bench/client.py [--tasks 5000] [--brokers amqp,redis] [--repeat 3]
 """
@@ -49,20 +51,23 @@ def child(impl: str, broker: str, tag: str, sent: str, tasks: int) -> None:
         app = App("bench", broker=broker, **settings)
     for n in range(WARMUP):
         app.send_task("bench.noop", (n,))
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for n in range(tasks):
         app.send_task("bench.noop", (n,))
     elapsed = time.perf_counter() - start
-    print(json.dumps({"rate": tasks / elapsed}))
+    cpu = time.process_time() - cpu  # every thread's: the batched client's timer too
+    print(json.dumps({"rate": tasks / elapsed, "cpu": cpu / tasks * 1e6}))
 
 
-def run(impl: str, broker: str, sent: str, tasks: int) -> float:
+def run(impl: str, broker: str, sent: str, tasks: int) -> tuple[float, float]:
+    """Tasks per second, and the client's CPU µs per task."""
     tag = f"bench-client-{uuid.uuid4().hex[:8]}"
     try:
         out = subprocess.run([sys.executable, __file__, "--child", impl, broker, tag,
                               sent, str(tasks)],
                              check=True, capture_output=True, text=True, cwd=ROOT).stdout
-        return json.loads(out.strip().splitlines()[-1])["rate"]
+        result = json.loads(out.strip().splitlines()[-1])
+        return result["rate"], result["cpu"]
     finally:
         cleanup(broker, tag)
 
@@ -115,21 +120,28 @@ def main() -> None:
     rows = []
     for name in args.brokers.split(","):
         rates: dict[tuple[str, str], list[float]] = {}
+        cpus: dict[tuple[str, str], list[float]] = {}
         for _ in range(args.repeat):
             for impl, sent in runs:  # interleaved: all see the same machine
-                rate = run(impl, BROKERS[name], sent, args.tasks)
+                rate, cpu = run(impl, BROKERS[name], sent, args.tasks)
                 rates.setdefault((impl, sent), []).append(rate)
-                print(f"  {name} {impl} sent-event {sent}: {rate:,.0f} tasks/s",
-                      file=sys.stderr)
+                cpus.setdefault((impl, sent), []).append(cpu)
+                print(f"  {name} {impl} sent-event {sent}: {rate:,.0f} tasks/s, "
+                      f"{cpu:.1f} µs CPU per task", file=sys.stderr)
         med = {key: statistics.median(v) for key, v in rates.items()}
-        rows.append((name, med))
-    print(f"\nsend_task, tasks/s (median of {args.repeat}, {args.tasks:,} tasks)")
-    print(f"{'broker':<7}{'':<17}{'off':>9}{'on':>9}{'on/off':>8}")
-    for name, med in rows:
+        med_cpu = {key: statistics.median(v) for key, v in cpus.items()}
+        rows.append((name, med, med_cpu))
+    print(f"\nsend_task, tasks/s and the client's CPU µs per task "
+          f"(median of {args.repeat}, {args.tasks:,} tasks)")
+    print(f"{'broker':<7}{'':<17}{'off':>9}{'on':>9}{'on/off':>8}"
+          f"{'CPU off':>9}{'on':>7}{'off/on':>8}")
+    for name, med, med_cpu in rows:
         for label, impl, sent in (("celery", "celery", "on"), ("tidings", "tidings", "on"),
                                   ("tidings batched", "tidings", "batched")):
             off, on = med[(impl, "off")], med[(impl, sent)]
-            print(f"{name:<7}{label:<17}{off:>9,.0f}{on:>9,.0f}{on / off:>8.2f}")
+            cpu_off, cpu_on = med_cpu[(impl, "off")], med_cpu[(impl, sent)]
+            print(f"{name:<7}{label:<17}{off:>9,.0f}{on:>9,.0f}{on / off:>8.2f}"
+                  f"{cpu_off:>9.1f}{cpu_on:>7.1f}{cpu_off / cpu_on:>8.2f}")
         print(f"{'':<7}{'tidings÷celery':<17}"
               f"{med[('tidings', 'off')] / med[('celery', 'off')]:>8.2f}x"
               f"{med[('tidings', 'on')] / med[('celery', 'on')]:>8.2f}x")
