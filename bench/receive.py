@@ -245,14 +245,20 @@ def stream_publisher(conn: Any, exchange: Any) -> Callable[[str, str], None]:
 
 def delete_exchange(broker: str, name: str) -> None:
     """The run's exchange goes with it, and on RabbitMQ the dead-letter exchange a
-    receiver declares beside it (a broker error here loses nothing)."""
+    receiver declares beside it, on Redis kombu's deadline for its bindings (a
+    broker error here loses nothing)."""
     from kombu import Connection
 
     from tidings.transport import get_exchange
 
     with Connection(broker) as conn:
         try:
-            get_exchange(conn, name)(conn.default_channel).delete()
+            channel = conn.default_channel
+            get_exchange(conn, name)(channel).delete()
+            if conn.transport.driver_type == "redis":
+                # kombu keeps, beside the binding table of an exchange with an
+                # expiring queue, its deadline: it goes too
+                channel.client.zrem(channel.keyprefix_binding_deadlines, name)
         except Exception:
             pass
     delete_dead_letters(broker, name)
