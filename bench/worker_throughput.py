@@ -34,6 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
+from dump import cpu_seconds  # noqa: E402
 from receive import delete_dead_letters, delete_exchange  # noqa: E402
 
 EVENT_EXCHANGE = "bench-ev"
@@ -104,9 +105,7 @@ def tree_cpu_seconds(pid: int) -> float:
     while pids:
         pid = pids.pop()
         try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            total += cpu_seconds(pid)
             for tid in os.listdir(f"/proc/{pid}/task"):
                 with open(f"/proc/{pid}/task/{tid}/children") as f:
                     pids.extend(int(child) for child in f.read().split())
@@ -246,6 +245,7 @@ def throughput(args: argparse.Namespace) -> None:
         (c_off, c_on), (t_off, t_on) = rates["celery", pool], rates["tidings", pool]
         print(f"{pool}: tidings/celery events off {t_off / c_off:.2f}x, "
               f"events on {t_on / c_on:.2f}x")
+
 
 if __name__ == "__main__":
     main()
